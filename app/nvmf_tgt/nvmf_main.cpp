@@ -1,0 +1,25 @@
+// nvmf_tgt: the NVMe-oF target daemon.
+
+#include <cstdio>
+
+#include "flint/event/app.h"
+#include "flint/nvmf/tgt.h"
+
+int main(int argc, char **argv) {
+    flint::event::AppOptions opts;
+    opts.name = "nvmf_tgt";
+    std::string error;
+    switch (flint::event::parse_args(argc, argv, &opts, &error)) {
+        case flint::event::ParseResult::Help:
+            flint::event::print_usage(argv[0]);
+            return 0;
+        case flint::event::ParseResult::Error:
+            std::fprintf(stderr, "%s: %s\n", argv[0], error.c_str());
+            flint::event::print_usage(argv[0]);
+            return 1;
+        case flint::event::ParseResult::Ok:
+            break;
+    }
+    flint::nvmf::register_subsystem();
+    return flint::event::app_start(opts);
+}

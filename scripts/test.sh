@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the whole test suite through ctest:
+# unit and functional tests on a release build, then again on an ASan+UBSan build.
+#   scripts/test.sh            everything
+#   scripts/test.sh --quick    skip the sanitizer pass
+#   scripts/test.sh --tsan     add a ThreadSanitizer pass of the unit tests
+set -euo pipefail
+FLINT_ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$FLINT_ROOT/scripts/common.sh"
+
+quick=0
+tsan=0
+for arg in "$@"; do
+    case $arg in
+        --quick) quick=1 ;;
+        --tsan) tsan=1 ;;
+        *) echo "usage: $0 [--quick] [--tsan]" >&2; exit 2 ;;
+    esac
+done
+
+"$FLINT_ROOT/scripts/pkgdep.sh"
+flint_reserve_hugepages 1024
+
+run_suite() {
+    local dir=$1
+    shift
+    ctest --test-dir "$dir" --output-on-failure --timeout 600 -j "$(nproc)" "$@"
+}
+
+if [ $tsan -eq 1 ]; then
+    echo "== ThreadSanitizer build (unit tests)"
+    flint_build "$FLINT_ROOT/build-tsan" -DFLINT_TSAN=ON -DFLINT_BUILD_BENCH=OFF
+    TSAN_OPTIONS=halt_on_error=1 run_suite "$FLINT_ROOT/build-tsan" -E '^functional_'
+fi
+if [ $quick -eq 0 ]; then
+    echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
+    flint_build "$FLINT_ROOT/build-asan" -DFLINT_ASAN=ON -DFLINT_BUILD_BENCH=OFF
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        run_suite "$FLINT_ROOT/build-asan"
+fi
+echo "== Release build"
+flint_build "$FLINT_ROOT/build"
+run_suite "$FLINT_ROOT/build"
