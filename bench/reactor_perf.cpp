@@ -3,6 +3,7 @@
 //              (SPDK event_perf); reports messages handled per second per core.
 //   -w self  : each core's thread keeps -q messages in flight to itself (SPDK reactor_perf).
 //   -w empty : reactors with no threads; reports loop iterations per second per core.
+//   -u       : flush after every send (no outbox batching): the baseline for -w cross.
 
 #include <getopt.h>
 
@@ -30,6 +31,7 @@ struct alignas(64) PerfThread {
 
 std::atomic<bool> g_stop{false};
 std::string g_mode = "cross";
+bool g_unbatched = false;
 
 void on_msg(void *arg) {
     auto *self = static_cast<PerfThread *>(arg);
@@ -40,10 +42,14 @@ void on_msg(void *arg) {
     }
     PerfThread *to = g_mode == "self" ? self : self->next;
     thread::send_msg(to->t, on_msg, to);
+    if (g_unbatched) {
+        // Baseline: one ring operation per message, as an unbatched design pays.
+        thread::flush_outboxes(thread::current());
+    }
 }
 
 void usage(const char *prog) {
-    std::fprintf(stderr, "usage: %s [-m mask] [-t seconds] [-q depth] [-w cross|self|empty]\n",
+    std::fprintf(stderr, "usage: %s [-m mask] [-t seconds] [-q depth] [-w cross|self|empty] [-u]\n",
                  prog);
 }
 
@@ -54,7 +60,7 @@ int main(int argc, char **argv) {
     int seconds = 5;
     int depth = 128;
     int ch;
-    while ((ch = getopt(argc, argv, "m:t:q:w:h")) != -1) {
+    while ((ch = getopt(argc, argv, "m:t:q:w:uh")) != -1) {
         switch (ch) {
             case 'm':
                 mask = optarg;
@@ -67,6 +73,9 @@ int main(int argc, char **argv) {
                 break;
             case 'w':
                 g_mode = optarg;
+                break;
+            case 'u':
+                g_unbatched = true;
                 break;
             default:
                 usage(argv[0]);
@@ -129,7 +138,7 @@ int main(int argc, char **argv) {
         total += rate;
         std::printf("core %u: %.0f %s/s\n", cores[i], rate, unit);
     }
-    std::printf("mode %s depth %d: total %.0f %s/s, %.0f per core\n", g_mode.c_str(), depth, total,
+    std::printf("mode %s%s depth %d: total %.0f %s/s, %.0f per core\n", g_mode.c_str(), g_unbatched ? " unbatched" : "", depth, total,
                 unit, total / static_cast<double>(cores.size()));
     event::reactors_fini();
     env::fini();

@@ -71,7 +71,7 @@ def add_parsers(subparsers):
         print_json(spdk_kill_instance(args.client, sig_name=args.sig_name))
 
     p = subparsers.add_parser("spdk_kill_instance", help="Send a signal to the application")
-    p.add_argument("sig_name", help="signal name: SIGINT, SIGTERM, SIGQUIT, SIGKILL, ...")
+    p.add_argument("sig_name", help="signal name: SIGINT, SIGTERM or SIGKILL")
     p.set_defaults(func=_spdk_kill_instance)
 
     def _framework_start_init(args):
