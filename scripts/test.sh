@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole test suite through ctest:
-# unit and functional tests on a release build, then again on an ASan+UBSan build.
+# unit tests on a ThreadSanitizer build, unit and functional tests on an
+# AddressSanitizer+UndefinedBehaviorSanitizer build, then both on the release build.
 #   scripts/test.sh            everything
-#   scripts/test.sh --quick    skip the sanitizer pass
-#   scripts/test.sh --tsan     add a ThreadSanitizer pass of the unit tests
+#   scripts/test.sh --quick    the release build only
 set -euo pipefail
 FLINT_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$FLINT_ROOT/scripts/common.sh"
 
 quick=0
-tsan=0
 for arg in "$@"; do
     case $arg in
         --quick) quick=1 ;;
-        --tsan) tsan=1 ;;
-        *) echo "usage: $0 [--quick] [--tsan]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
     esac
 done
 
@@ -27,7 +25,8 @@ run_suite() {
     ctest --test-dir "$dir" --output-on-failure --timeout 600 -j "$(nproc)" "$@"
 }
 
-if [ $tsan -eq 1 ]; then
+if [ $quick -eq 0 ]; then
+    # Functional tests stay out: DPDK itself is not built with TSan.
     echo "== ThreadSanitizer build (unit tests)"
     flint_build "$FLINT_ROOT/build-tsan" -DFLINT_TSAN=ON -DFLINT_BUILD_BENCH=OFF
     TSAN_OPTIONS=halt_on_error=1 run_suite "$FLINT_ROOT/build-tsan" -E '^functional_'

@@ -1,6 +1,12 @@
 #pragma once
 // Internals shared by thread.cpp and io_channel.cpp.
 
+// The ring operations used here are header-inline. Debian builds DPDK for x86 with the
+// "generic" memory model (volatile + barriers), which ThreadSanitizer cannot see; the C11
+// __atomic model is equally correct on x86 and checkable, so this file selects it.
+#ifndef RTE_USE_C11_MEM_MODEL
+#define RTE_USE_C11_MEM_MODEL 1
+#endif
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
 
