@@ -30,8 +30,7 @@ if [ $quick -eq 0 ]; then
     echo "== ThreadSanitizer build (unit tests)"
     flint_build "$FLINT_ROOT/build-tsan" -DFLINT_TSAN=ON -DFLINT_BUILD_BENCH=OFF
     TSAN_OPTIONS=halt_on_error=1 run_suite "$FLINT_ROOT/build-tsan" -E '^functional_'
-fi
-if [ $quick -eq 0 ]; then
+
     echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
     flint_build "$FLINT_ROOT/build-asan" -DFLINT_ASAN=ON -DFLINT_BUILD_BENCH=OFF
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
