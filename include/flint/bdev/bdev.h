@@ -1,0 +1,126 @@
+#pragma once
+// The block device layer, user side: open a bdev, get a per-thread channel, submit I/O.
+//
+// Threading: a Desc may be used from any thread, but each thread submits through its own
+// channel (get_io_channel on that thread). Completions run on the submitting thread.
+// Data path (submit, complete, free_io): no allocation, lock, exception or log.
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "flint/thread/thread.h"
+
+namespace flint::bdev {
+
+enum class IoType : uint8_t {
+    Read,
+    Write,
+    Unmap,
+    WriteZeroes,
+    Flush,
+    Reset,
+    Compare,
+    CompareAndWrite,
+    Abort,
+};
+inline constexpr int kNumIoTypes = 9;
+const char *io_type_name(IoType t);
+
+// The outcome of an I/O in NVMe terms, so a target can report it unchanged.
+struct NvmeStatus {
+    uint8_t sct = 0;  // status code type: 0 generic, 2 media and data integrity
+    uint8_t sc = 0;   // status code
+    bool ok() const { return sct == 0 && sc == 0; }
+};
+namespace nvme_status {
+inline constexpr NvmeStatus kSuccess{0, 0x00};
+inline constexpr NvmeStatus kInvalidField{0, 0x02};
+inline constexpr NvmeStatus kDataTransferError{0, 0x04};
+inline constexpr NvmeStatus kInternalError{0, 0x06};
+inline constexpr NvmeStatus kAbortedByRequest{0, 0x07};
+inline constexpr NvmeStatus kAbortedSqDeletion{0, 0x08};
+inline constexpr NvmeStatus kLbaOutOfRange{0, 0x80};
+inline constexpr NvmeStatus kCompareFailure{2, 0x85};
+inline constexpr NvmeStatus kUnrecoveredReadError{2, 0x81};
+}  // namespace nvme_status
+
+struct Bdev;
+struct BdevIo;
+class Desc;
+
+// Completion callback: success mirrors status().ok(). The callee must call free_io(io).
+using IoCallback = void (*)(BdevIo *io, bool success, void *cb_arg);
+
+enum class EventType { Remove, Resize, MediaManagement };
+using EventCallback = std::function<void(EventType type, Bdev *bdev)>;
+
+// Opens the named bdev (or alias). The event callback runs on the opening thread. Returns
+// 0, -ENODEV (no such bdev or being removed) or -EPERM (write open of a claimed bdev by a
+// non-owner is still allowed; only claims are exclusive, as in SPDK).
+int open(const std::string &name, bool write, EventCallback on_event, Desc **out);
+// Closes on the thread that opened it. Outstanding I/O must have completed.
+void close(Desc *desc);
+Bdev *desc_bdev(Desc *desc);
+
+// Exclusive write claim for `owner` (a module or a target namespace). -EPERM if another
+// owner holds it; -EBADF if the descriptor is read-only. Released by release_claim or close.
+int claim(Desc *desc, const std::string &owner);
+void release_claim(Desc *desc);
+
+// The calling thread's channel for the descriptor's bdev (reference counted).
+thread::IoChannel *get_io_channel(Desc *desc);
+
+// Submission. Each returns 0 (the callback will run, on this thread, possibly later),
+// -EINVAL (range outside the bdev, bad iov), -EBADF (write on a read-only descriptor),
+// -ENODEV (the bdev is being removed), -ENOTSUP (type not supported and not emulated) or
+// -ENOMEM (no free bdev_io on this channel: retry after a completion).
+int read(Desc *d, thread::IoChannel *ch, void *buf, uint64_t offset_blocks,
+         uint64_t num_blocks, IoCallback cb, void *cb_arg);
+int readv(Desc *d, thread::IoChannel *ch, const iovec *iov, int iovcnt, uint64_t offset_blocks,
+          uint64_t num_blocks, IoCallback cb, void *cb_arg);
+int write(Desc *d, thread::IoChannel *ch, void *buf, uint64_t offset_blocks,
+          uint64_t num_blocks, IoCallback cb, void *cb_arg);
+int writev(Desc *d, thread::IoChannel *ch, const iovec *iov, int iovcnt, uint64_t offset_blocks,
+           uint64_t num_blocks, IoCallback cb, void *cb_arg);
+int unmap(Desc *d, thread::IoChannel *ch, uint64_t offset_blocks, uint64_t num_blocks,
+          IoCallback cb, void *cb_arg);
+// Emulated with writes of zeroes when the module has no native write zeroes.
+int write_zeroes(Desc *d, thread::IoChannel *ch, uint64_t offset_blocks, uint64_t num_blocks,
+                 IoCallback cb, void *cb_arg);
+int flush(Desc *d, thread::IoChannel *ch, uint64_t offset_blocks, uint64_t num_blocks,
+          IoCallback cb, void *cb_arg);
+// Compares the blocks with the buffers; a mismatch completes with kCompareFailure.
+// -ENOTSUP when the module has no compare.
+int comparev(Desc *d, thread::IoChannel *ch, const iovec *iov, int iovcnt,
+             uint64_t offset_blocks, uint64_t num_blocks, IoCallback cb, void *cb_arg);
+// Quiesces every channel of the bdev (I/O submitted meanwhile completes with
+// kAbortedSqDeletion), waits for outstanding I/O to finish, resets the device, resumes.
+int reset(Desc *d, thread::IoChannel *ch, IoCallback cb, void *cb_arg);
+
+NvmeStatus io_status(const BdevIo *io);
+IoType io_type(const BdevIo *io);
+// Returns a completed bdev_io to its channel.
+void free_io(BdevIo *io);
+
+struct IoStats {
+    uint64_t bytes_read = 0, num_read_ops = 0;
+    uint64_t bytes_written = 0, num_write_ops = 0;
+    uint64_t bytes_unmapped = 0, num_unmap_ops = 0;
+    uint64_t bytes_copied = 0, num_copy_ops = 0;
+    uint64_t read_latency_ticks = 0, write_latency_ticks = 0, unmap_latency_ticks = 0;
+    uint64_t max_read_latency_ticks = 0, min_read_latency_ticks = UINT64_MAX;
+    uint64_t max_write_latency_ticks = 0, min_write_latency_ticks = UINT64_MAX;
+    uint64_t num_other_ops = 0;  // flush, reset, compare, write zeroes
+    uint64_t io_errors = 0;
+    void add(const IoStats &o);
+};
+
+// Sums a bdev's statistics over its live channels and those already closed; cb runs on
+// the calling thread.
+void get_iostat(Bdev *bdev, std::function<void(const IoStats &)> cb);
+
+}  // namespace flint::bdev
