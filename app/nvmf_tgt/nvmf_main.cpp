@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "flint/bdev/bdev.h"
 #include "flint/event/app.h"
 #include "flint/nvmf/tgt.h"
 
@@ -20,6 +21,7 @@ int main(int argc, char **argv) {
         case flint::event::ParseResult::Ok:
             break;
     }
+    flint::bdev::register_subsystem();
     flint::nvmf::register_subsystem();
     return flint::event::app_start(opts);
 }

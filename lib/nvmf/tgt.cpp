@@ -247,7 +247,7 @@ void register_subsystem() {
     }
     event::subsystems().add({
         .name = "nvmf",
-        .depends_on = {},
+        .depends_on = {"bdev"},
         .init = nvmf_init,
         .fini = nvmf_fini,
         .write_config = write_config,

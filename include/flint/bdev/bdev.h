@@ -58,16 +58,17 @@ using IoCallback = void (*)(BdevIo *io, bool success, void *cb_arg);
 enum class EventType { Remove, Resize, MediaManagement };
 using EventCallback = std::function<void(EventType type, Bdev *bdev)>;
 
-// Opens the named bdev (or alias). The event callback runs on the opening thread. Returns
-// 0, -ENODEV (no such bdev or being removed) or -EPERM (write open of a claimed bdev by a
-// non-owner is still allowed; only claims are exclusive, as in SPDK).
+// Opens the named bdev (or alias) on the calling thread; the event callback runs there.
+// Returns 0, -ENODEV (no such bdev, or being removed) or -EPERM (write open of a claimed
+// bdev, as in SPDK).
 int open(const std::string &name, bool write, EventCallback on_event, Desc **out);
 // Closes on the thread that opened it. Outstanding I/O must have completed.
 void close(Desc *desc);
 Bdev *desc_bdev(Desc *desc);
 
-// Exclusive write claim for `owner` (a module or a target namespace). -EPERM if another
-// owner holds it; -EBADF if the descriptor is read-only. Released by release_claim or close.
+// Exclusive write claim for `owner` (a module or a target namespace): no other descriptor
+// may write while it is held. -EPERM if another descriptor holds a claim or is open for
+// write; -EBADF if this one is read-only. Released by release_claim or close.
 int claim(Desc *desc, const std::string &owner);
 void release_claim(Desc *desc);
 
@@ -78,12 +79,12 @@ thread::IoChannel *get_io_channel(Desc *desc);
 // -EINVAL (range outside the bdev, bad iov), -EBADF (write on a read-only descriptor),
 // -ENODEV (the bdev is being removed), -ENOTSUP (type not supported and not emulated) or
 // -ENOMEM (no free bdev_io on this channel: retry after a completion).
-int read(Desc *d, thread::IoChannel *ch, void *buf, uint64_t offset_blocks,
-         uint64_t num_blocks, IoCallback cb, void *cb_arg);
+int read(Desc *d, thread::IoChannel *ch, void *buf, uint64_t offset_blocks, uint64_t num_blocks,
+         IoCallback cb, void *cb_arg);
 int readv(Desc *d, thread::IoChannel *ch, const iovec *iov, int iovcnt, uint64_t offset_blocks,
           uint64_t num_blocks, IoCallback cb, void *cb_arg);
-int write(Desc *d, thread::IoChannel *ch, void *buf, uint64_t offset_blocks,
-          uint64_t num_blocks, IoCallback cb, void *cb_arg);
+int write(Desc *d, thread::IoChannel *ch, void *buf, uint64_t offset_blocks, uint64_t num_blocks,
+          IoCallback cb, void *cb_arg);
 int writev(Desc *d, thread::IoChannel *ch, const iovec *iov, int iovcnt, uint64_t offset_blocks,
            uint64_t num_blocks, IoCallback cb, void *cb_arg);
 int unmap(Desc *d, thread::IoChannel *ch, uint64_t offset_blocks, uint64_t num_blocks,
@@ -95,10 +96,11 @@ int flush(Desc *d, thread::IoChannel *ch, uint64_t offset_blocks, uint64_t num_b
           IoCallback cb, void *cb_arg);
 // Compares the blocks with the buffers; a mismatch completes with kCompareFailure.
 // -ENOTSUP when the module has no compare.
-int comparev(Desc *d, thread::IoChannel *ch, const iovec *iov, int iovcnt,
-             uint64_t offset_blocks, uint64_t num_blocks, IoCallback cb, void *cb_arg);
+int comparev(Desc *d, thread::IoChannel *ch, const iovec *iov, int iovcnt, uint64_t offset_blocks,
+             uint64_t num_blocks, IoCallback cb, void *cb_arg);
 // Quiesces every channel of the bdev (I/O submitted meanwhile completes with
 // kAbortedSqDeletion), waits for outstanding I/O to finish, resets the device, resumes.
+// -EBUSY while another reset of the bdev is in progress.
 int reset(Desc *d, thread::IoChannel *ch, IoCallback cb, void *cb_arg);
 
 NvmeStatus io_status(const BdevIo *io);
@@ -122,5 +124,14 @@ struct IoStats {
 // Sums a bdev's statistics over its live channels and those already closed; cb runs on
 // the calling thread.
 void get_iostat(Bdev *bdev, std::function<void(const IoStats &)> cb);
+
+struct Options {
+    uint32_t bdev_io_pool_size = 65535;  // bdev_ios across all channels
+    uint32_t bdev_io_cache_size = 1024;  // bdev_ios preallocated per channel
+};
+Options &options();
+
+// Registers the "bdev" subsystem and the generic bdev RPCs with the application.
+void register_subsystem();
 
 }  // namespace flint::bdev

@@ -52,6 +52,11 @@ public:
 struct BdevState;  // the layer's own bookkeeping
 
 struct Bdev {
+    Bdev();
+    ~Bdev();  // out of line: BdevState is private to the layer
+    Bdev(const Bdev &) = delete;
+    Bdev &operator=(const Bdev &) = delete;
+
     std::string name;
     std::vector<std::string> aliases;
     std::string product_name;
@@ -103,6 +108,8 @@ struct BdevIo {
 // Finishes io with an NVMe status. Must run on the thread that submitted it.
 void io_complete(BdevIo *io, NvmeStatus status);
 // Bytes an I/O covers.
-inline uint64_t io_bytes(const BdevIo *io) { return io->num_blocks * io->bdev->block_size; }
+inline uint64_t io_bytes(const BdevIo *io) {
+    return io->num_blocks * io->bdev->block_size;
+}
 
 }  // namespace flint::bdev

@@ -48,7 +48,8 @@ struct PollGroup {
 TgtOptions &tgt_options();
 TgtState tgt_state();
 
-// Registers the "nvmf" subsystem and its RPC methods with the application.
+// Registers the "nvmf" subsystem and its RPC methods with the application. It depends on
+// the "bdev" subsystem, which must be registered too (bdev::register_subsystem()).
 void register_subsystem();
 
 // Walks every poll group on its own thread; cpl runs on the calling thread.

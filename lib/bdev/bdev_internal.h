@@ -1,0 +1,77 @@
+#pragma once
+// Bookkeeping shared by the bdev layer's files.
+
+#include <atomic>
+#include <mutex>
+
+#include "flint/bdev/module.h"
+
+namespace flint::bdev {
+
+class Desc {
+public:
+    Bdev *bdev;
+    bool write;
+    EventCallback on_event;
+    thread::Thread *thread;
+    bool claimed = false;
+};
+
+struct BdevState {
+    std::atomic<bool> removing{false};
+    std::atomic<uint64_t> num_blocks{0};  // read on the data path; Bdev::num_blocks mirrors it
+    std::vector<Desc *> descs;            // under g_mu
+    Desc *claim = nullptr;                // under g_mu
+    std::string claim_owner;              // under g_mu
+    std::function<void(int)> unregister_done;
+    std::atomic<bool> reset_in_progress{false};
+    std::mutex stats_mu;  // control path: channels add their stats here when destroyed
+    IoStats closed_stats;
+};
+
+struct BdevChannel;
+
+struct BdevIo::Private {
+    IoCallback cb;
+    void *cb_arg;
+    BdevChannel *ch;
+    NvmeStatus status;
+    uint64_t submit_tsc;
+    BdevIo *next_free;
+    // Set for I/O the layer drives itself (emulation, reset): runs instead of cb.
+    void (*on_done)(BdevIo *io);
+    iovec iov;  // single-buffer read/write
+    // Write zeroes emulated as writes of the zero buffer.
+    uint64_t emul_offset;
+    uint64_t emul_remaining;
+    uint64_t emul_orig_offset;
+    uint64_t emul_orig_blocks;
+};
+
+struct BdevChannel {
+    Bdev *bdev;
+    thread::IoChannel *module_ch;
+    BdevIo *free_list;
+    std::unique_ptr<BdevIo[]> ios;
+    std::unique_ptr<BdevIo::Private[]> privs;
+    uint32_t pool_size;
+    uint64_t outstanding;
+    bool frozen;  // a reset is in progress
+    IoStats stats;
+};
+
+// Registry lock: control path only (open, close, register, claims).
+std::mutex &registry_mutex();
+// The channel context of a bdev io_channel.
+inline BdevChannel *bdev_channel(thread::IoChannel *ch) {
+    return static_cast<BdevChannel *>(thread::channel_ctx(ch));
+}
+// Creates and destroys a bdev's channels (registered as the bdev's io_device callbacks).
+int channel_create(Bdev *bdev, void *ctx);
+void channel_destroy(Bdev *bdev, void *ctx);
+// A zeroed DMA buffer for write zeroes emulation and its size.
+void *zero_buffer();
+size_t zero_buffer_size();
+void free_zero_buffer();
+
+}  // namespace flint::bdev
