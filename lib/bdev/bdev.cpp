@@ -18,7 +18,8 @@ namespace {
 
 std::vector<Module *> g_modules;
 std::vector<Bdev *> g_bdevs;  // under registry_mutex()
-env::DmaPtr g_zero_buf;
+// Freed by bdev fini; never by a static destructor, which would run after the EAL is gone.
+void *g_zero_buf = nullptr;
 constexpr size_t kZeroBufSize = 1u << 20;
 
 bool valid_uuid(const std::string &u) {
@@ -117,13 +118,14 @@ const std::vector<Module *> &modules() {
 }
 
 void *zero_buffer() {
-    return g_zero_buf.get();
+    return g_zero_buf;
 }
 size_t zero_buffer_size() {
     return kZeroBufSize;
 }
 void free_zero_buffer() {
-    g_zero_buf.reset();
+    env::dma_free(g_zero_buf);
+    g_zero_buf = nullptr;
 }
 
 int register_bdev(Bdev *b) {
@@ -135,9 +137,9 @@ int register_bdev(Bdev *b) {
     if (!b->uuid.empty() && !valid_uuid(b->uuid)) {
         return -EINVAL;
     }
-    if (!g_zero_buf) {
-        g_zero_buf.reset(env::dma_zmalloc(kZeroBufSize, 4096));
-        if (!g_zero_buf) {
+    if (g_zero_buf == nullptr) {
+        g_zero_buf = env::dma_zmalloc(kZeroBufSize, 4096);
+        if (g_zero_buf == nullptr) {
             return -ENOMEM;
         }
     }

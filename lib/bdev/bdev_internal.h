@@ -41,11 +41,19 @@ struct BdevIo::Private {
     // Set for I/O the layer drives itself (emulation, reset): runs instead of cb.
     void (*on_done)(BdevIo *io);
     iovec iov;  // single-buffer read/write
-    // Write zeroes emulated as writes of the zero buffer.
-    uint64_t emul_offset;
-    uint64_t emul_remaining;
-    uint64_t emul_orig_offset;
-    uint64_t emul_orig_blocks;
+    // Requests the layer runs as a series of chunks (write zeroes emulation, splitting on
+    // the optimal I/O boundary): where the next chunk starts and what the caller asked.
+    uint64_t chunk_offset;
+    uint64_t chunk_remaining;
+    uint64_t orig_offset;
+    uint64_t orig_blocks;
+    IoType orig_type;
+    iovec *orig_iovs;
+    int orig_iovcnt;
+    int iov_idx;     // splitting: the caller's iovec the next chunk starts in
+    size_t iov_off;  // and the byte offset within it
+    static constexpr int kSplitIovs = 16;
+    iovec split_iov[kSplitIovs];
 };
 
 struct BdevChannel {

@@ -127,6 +127,149 @@ void start(BdevIo *io) {
     io->bdev->ops->submit(bc->module_ch, io);
 }
 
+// ---- chunked requests: write zeroes emulation and boundary splitting ----
+// The same bdev_io is sent to the module once per chunk; on_done runs the next one.
+
+void chunk_begin(BdevIo *io, void (*step)(BdevIo *)) {
+    BdevIo::Private *p = io->priv;
+    p->on_done = step;
+    p->orig_type = io->type;
+    p->orig_offset = io->offset_blocks;
+    p->orig_blocks = io->num_blocks;
+    p->orig_iovs = io->iovs;
+    p->orig_iovcnt = io->iovcnt;
+    p->chunk_offset = io->offset_blocks;
+    p->chunk_remaining = io->num_blocks;
+    p->iov_idx = 0;
+    p->iov_off = 0;
+    p->submit_tsc = util::ticks();
+}
+
+void chunk_submit(BdevIo *io, uint64_t blocks) {
+    BdevIo::Private *p = io->priv;
+    io->offset_blocks = p->chunk_offset;
+    io->num_blocks = blocks;
+    p->chunk_offset += blocks;
+    p->chunk_remaining -= blocks;
+    ++p->ch->outstanding;
+    io->bdev->ops->submit(p->ch->module_ch, io);
+}
+
+// Reports the whole request, as the caller asked for it.
+void chunk_finish(BdevIo *io) {
+    BdevIo::Private *p = io->priv;
+    io->type = p->orig_type;
+    io->offset_blocks = p->orig_offset;
+    io->num_blocks = p->orig_blocks;
+    io->iovs = p->orig_iovs;
+    io->iovcnt = p->orig_iovcnt;
+    account(p->ch->stats, io, util::ticks() - p->submit_tsc, p->status.ok());
+    p->cb(io, p->status.ok(), p->cb_arg);
+}
+
+void write_zeroes_next(BdevIo *io) {
+    BdevIo::Private *p = io->priv;
+    uint32_t bs = io->bdev->block_size;
+    uint64_t blocks = std::min<uint64_t>(p->chunk_remaining, zero_buffer_size() / bs);
+    io->type = IoType::Write;
+    p->iov = {zero_buffer(), blocks * bs};
+    io->iovs = &p->iov;
+    io->iovcnt = 1;
+    chunk_submit(io, blocks);
+}
+
+void write_zeroes_step(BdevIo *io) {
+    if (io->priv->status.ok() && io->priv->chunk_remaining > 0) {
+        write_zeroes_next(io);
+    } else {
+        chunk_finish(io);
+    }
+}
+
+// Carves the next chunk (up to the boundary) out of the caller's iovecs. Returns false if
+// a single block needs more iovecs than a chunk can hold.
+bool split_next(BdevIo *io) {
+    BdevIo::Private *p = io->priv;
+    uint32_t bs = io->bdev->block_size;
+    uint64_t boundary = io->bdev->optimal_io_boundary;
+    uint64_t blocks = std::min(p->chunk_remaining, boundary - p->chunk_offset % boundary);
+    uint64_t want = blocks * bs;
+    uint64_t got = 0;
+    int n = 0;
+    int idx = p->iov_idx;
+    size_t off = p->iov_off;
+    while (got < want && n < BdevIo::Private::kSplitIovs) {
+        const iovec &src = p->orig_iovs[idx];
+        size_t len = std::min<uint64_t>(src.iov_len - off, want - got);
+        p->split_iov[n++] = {static_cast<char *>(src.iov_base) + off, len};
+        got += len;
+        off += len;
+        if (off == src.iov_len) {
+            ++idx;
+            off = 0;
+        }
+    }
+    if (got < want) {
+        // Out of iovec slots: send the whole blocks gathered so far.
+        uint64_t fit = got / bs;
+        if (fit == 0) {
+            return false;
+        }
+        uint64_t excess = got - fit * bs;
+        while (excess > 0) {  // give back the partial block at the end
+            iovec &last = p->split_iov[n - 1];
+            size_t cut = std::min<uint64_t>(excess, last.iov_len);
+            last.iov_len -= cut;
+            excess -= cut;
+            if (last.iov_len == 0) {
+                --n;
+            }
+            if (off >= cut) {
+                off -= cut;
+            } else {
+                --idx;
+                off = p->orig_iovs[idx].iov_len - (cut - off);
+            }
+        }
+        blocks = fit;
+    }
+    p->iov_idx = idx;
+    p->iov_off = off;
+    io->iovs = p->split_iov;
+    io->iovcnt = n;
+    chunk_submit(io, blocks);
+    return true;
+}
+
+void split_step(BdevIo *io) {
+    BdevIo::Private *p = io->priv;
+    if (p->status.ok() && p->chunk_remaining > 0) {
+        if (split_next(io)) {
+            return;
+        }
+        p->status = nvme_status::kInvalidField;
+    }
+    chunk_finish(io);
+}
+
+bool crosses_boundary(const Bdev *b, uint64_t offset, uint64_t num) {
+    uint32_t boundary = b->optimal_io_boundary;
+    return boundary != 0 && offset / boundary != (offset + num - 1) / boundary;
+}
+
+// Starts a read or write, split at the optimal I/O boundary when it crosses one.
+void start_rw(BdevIo *io) {
+    BdevIo::Private *p = io->priv;
+    if (p->ch->frozen || !crosses_boundary(io->bdev, io->offset_blocks, io->num_blocks)) {
+        start(io);
+        return;
+    }
+    chunk_begin(io, split_step);
+    if (!split_next(io)) {
+        complete_later(io, nvme_status::kInvalidField);
+    }
+}
+
 bool iov_covers(const iovec *iov, int iovcnt, uint64_t bytes) {
     if (iov == nullptr || iovcnt <= 0) {
         return false;
@@ -151,7 +294,11 @@ int submit_vec(Desc *d, thread::IoChannel *ch, IoType type, const iovec *iov, in
     }
     io->iovs = const_cast<iovec *>(iov);
     io->iovcnt = iovcnt;
-    start(io);
+    if (type == IoType::Read || type == IoType::Write) {
+        start_rw(io);
+    } else {
+        start(io);
+    }
     return 0;
 }
 
@@ -169,7 +316,7 @@ int submit_buf(Desc *d, thread::IoChannel *ch, IoType type, void *buf, uint64_t 
     io->priv->iov = {buf, num * io->bdev->block_size};
     io->iovs = &io->priv->iov;
     io->iovcnt = 1;
-    start(io);
+    start_rw(io);
     return 0;
 }
 
@@ -186,40 +333,6 @@ int submit_plain(Desc *d, thread::IoChannel *ch, IoType type, uint64_t offset, u
     }
     start(io);
     return 0;
-}
-
-// ---- write zeroes emulation: writes of the shared zero buffer, one chunk at a time ----
-
-void write_zeroes_next(BdevIo *io) {
-    BdevIo::Private *p = io->priv;
-    uint32_t bs = io->bdev->block_size;
-    uint64_t chunk = std::min<uint64_t>(p->emul_remaining, zero_buffer_size() / bs);
-    io->type = IoType::Write;
-    io->offset_blocks = p->emul_offset;
-    io->num_blocks = chunk;
-    p->iov = {zero_buffer(), chunk * bs};
-    io->iovs = &p->iov;
-    io->iovcnt = 1;
-    p->emul_offset += chunk;
-    p->emul_remaining -= chunk;
-    ++p->ch->outstanding;
-    io->bdev->ops->submit(p->ch->module_ch, io);
-}
-
-void write_zeroes_step(BdevIo *io) {
-    BdevIo::Private *p = io->priv;
-    if (p->status.ok() && p->emul_remaining > 0) {
-        write_zeroes_next(io);
-        return;
-    }
-    // Report the whole request as the write zeroes the caller asked for.
-    io->type = IoType::WriteZeroes;
-    io->offset_blocks = p->emul_orig_offset;
-    io->num_blocks = p->emul_orig_blocks;
-    io->iovs = nullptr;
-    io->iovcnt = 0;
-    account(p->ch->stats, io, util::ticks() - p->submit_tsc, p->status.ok());
-    p->cb(io, p->status.ok(), p->cb_arg);
 }
 
 }  // namespace
@@ -370,12 +483,7 @@ int write_zeroes(Desc *d, thread::IoChannel *ch, uint64_t offset, uint64_t num, 
         complete_later(io, nvme_status::kAbortedSqDeletion);
         return 0;
     }
-    p->on_done = write_zeroes_step;
-    p->emul_offset = offset;
-    p->emul_remaining = num;
-    p->emul_orig_offset = offset;
-    p->emul_orig_blocks = num;
-    p->submit_tsc = util::ticks();
+    chunk_begin(io, write_zeroes_step);
     write_zeroes_next(io);
     return 0;
 }

@@ -298,6 +298,65 @@ TEST_F(BdevTest, WriteZeroesIsEmulatedWithWrites) {
     pump();
 }
 
+TEST_F(BdevTest, SplitsOnTheOptimalIoBoundary) {
+    b_.optimal_io_boundary = 8;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("Fake0", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    std::vector<uint8_t> src(16 * 512);
+    for (size_t i = 0; i < src.size(); ++i) {
+        src[i] = static_cast<uint8_t>(i * 7 + 1);
+    }
+    // Three iovecs with cuts that do not fall on block or boundary edges.
+    iovec wv[3] = {{src.data(), 1000}, {src.data() + 1000, 3000}, {src.data() + 4000, 4192}};
+    Result w;
+    ASSERT_EQ(0, bdev::writev(d, ch, wv, 3, 4, 16, on_done, &w));
+    std::vector<std::pair<uint64_t, uint64_t>> chunks;
+    while (!ops_.pending.empty()) {
+        chunks.emplace_back(ops_.pending.front()->offset_blocks, ops_.pending.front()->num_blocks);
+        ops_.complete_one();
+        pump();
+    }
+    EXPECT_EQ((std::vector<std::pair<uint64_t, uint64_t>>{{4, 4}, {8, 8}, {16, 4}}), chunks);
+    ASSERT_EQ(1, w.done);
+    EXPECT_EQ(1, w.ok);
+    EXPECT_EQ(0, std::memcmp(ops_.data.data() + 4 * 512, src.data(), src.size()));
+
+    // Many small iovecs: a chunk runs out of iovec slots and sends whole blocks only.
+    std::vector<uint8_t> out(16 * 512, 0);
+    std::vector<iovec> rv;
+    for (size_t off = 0; off < out.size(); off += 96) {
+        rv.push_back({out.data() + off, std::min<size_t>(96, out.size() - off)});
+    }
+    Result r;
+    ASSERT_EQ(0, bdev::readv(d, ch, rv.data(), static_cast<int>(rv.size()), 4, 16, on_done, &r));
+    int chunks_read = 0;
+    while (!ops_.pending.empty()) {
+        EXPECT_LE(ops_.pending.front()->iovcnt, 16);
+        ops_.complete_one();
+        pump();
+        ++chunks_read;
+    }
+    EXPECT_GT(chunks_read, 3);
+    ASSERT_EQ(1, r.ok);
+    EXPECT_EQ(0, std::memcmp(out.data(), src.data(), src.size()));
+
+    // Within one boundary: sent as is.
+    Result one;
+    ASSERT_EQ(0, bdev::read(d, ch, out.data(), 8, 8, on_done, &one));
+    EXPECT_EQ(1u, ops_.pending.size());
+    drain();
+    EXPECT_EQ(1, one.ok);
+    bdev::IoStats st;
+    bdev::get_iostat(&b_, [&](const bdev::IoStats &s) { st = s; });
+    pump();
+    EXPECT_EQ(2u, st.num_read_ops);  // the caller's requests, not the chunks
+    EXPECT_EQ(1u, st.num_write_ops);
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
 TEST_F(BdevTest, ResetWaitsForOutstandingAndAbortsNewIo) {
     bdev::Desc *d;
     ASSERT_EQ(0, bdev::open("Fake0", true, nullptr, &d));
