@@ -171,6 +171,14 @@ void write_zeroes_next(BdevIo *io) {
     BdevIo::Private *p = io->priv;
     uint32_t bs = io->bdev->block_size;
     uint64_t blocks = std::min<uint64_t>(p->chunk_remaining, zero_buffer_size() / bs);
+    // One iovec per chunk, so the chunk also keeps to the transfer and segment limits.
+    const Bdev *b = io->bdev;
+    if (b->max_transfer_blocks != 0) {
+        blocks = std::min<uint64_t>(blocks, b->max_transfer_blocks);
+    }
+    if (b->max_segment_size >= bs) {
+        blocks = std::min<uint64_t>(blocks, b->max_segment_size / bs);
+    }
     io->type = IoType::Write;
     p->iov = {zero_buffer(), blocks * bs};
     io->iovs = &p->iov;
@@ -186,21 +194,33 @@ void write_zeroes_step(BdevIo *io) {
     }
 }
 
-// Carves the next chunk (up to the boundary) out of the caller's iovecs. Returns false if
-// a single block needs more iovecs than a chunk can hold.
+// Carves the next chunk out of the caller's iovecs within the bdev's limits. Returns false
+// if a single block needs more iovecs than a chunk may hold.
 bool split_next(BdevIo *io) {
     BdevIo::Private *p = io->priv;
-    uint32_t bs = io->bdev->block_size;
-    uint64_t boundary = io->bdev->optimal_io_boundary;
-    uint64_t blocks = std::min(p->chunk_remaining, boundary - p->chunk_offset % boundary);
+    const Bdev *b = io->bdev;
+    uint32_t bs = b->block_size;
+    uint64_t blocks = p->chunk_remaining;
+    if (b->optimal_io_boundary != 0) {
+        blocks = std::min<uint64_t>(
+            blocks, b->optimal_io_boundary - p->chunk_offset % b->optimal_io_boundary);
+    }
+    if (b->max_transfer_blocks != 0) {
+        blocks = std::min<uint64_t>(blocks, b->max_transfer_blocks);
+    }
+    int max_segs = BdevIo::Private::kSplitIovs;
+    if (b->max_num_segments != 0) {
+        max_segs = std::min<int>(max_segs, static_cast<int>(b->max_num_segments));
+    }
+    uint64_t max_seg = b->max_segment_size != 0 ? b->max_segment_size : UINT64_MAX;
     uint64_t want = blocks * bs;
     uint64_t got = 0;
     int n = 0;
     int idx = p->iov_idx;
     size_t off = p->iov_off;
-    while (got < want && n < BdevIo::Private::kSplitIovs) {
+    while (got < want && n < max_segs) {
         const iovec &src = p->orig_iovs[idx];
-        size_t len = std::min<uint64_t>(src.iov_len - off, want - got);
+        size_t len = std::min<uint64_t>({src.iov_len - off, want - got, max_seg});
         p->split_iov[n++] = {static_cast<char *>(src.iov_base) + off, len};
         got += len;
         off += len;
@@ -210,7 +230,7 @@ bool split_next(BdevIo *io) {
         }
     }
     if (got < want) {
-        // Out of iovec slots: send the whole blocks gathered so far.
+        // Out of segments: send the whole blocks gathered so far.
         uint64_t fit = got / bs;
         if (fit == 0) {
             return false;
@@ -252,15 +272,34 @@ void split_step(BdevIo *io) {
     chunk_finish(io);
 }
 
-bool crosses_boundary(const Bdev *b, uint64_t offset, uint64_t num) {
-    uint32_t boundary = b->optimal_io_boundary;
-    return boundary != 0 && offset / boundary != (offset + num - 1) / boundary;
+// True if a read or write must be split to fit the bdev's limits.
+bool needs_split(const BdevIo *io) {
+    const Bdev *b = io->bdev;
+    uint64_t off = io->offset_blocks, num = io->num_blocks;
+    if (b->optimal_io_boundary != 0 &&
+        off / b->optimal_io_boundary != (off + num - 1) / b->optimal_io_boundary) {
+        return true;
+    }
+    if (b->max_transfer_blocks != 0 && num > b->max_transfer_blocks) {
+        return true;
+    }
+    if (b->max_num_segments != 0 && static_cast<uint32_t>(io->iovcnt) > b->max_num_segments) {
+        return true;
+    }
+    if (b->max_segment_size != 0) {
+        for (int i = 0; i < io->iovcnt; ++i) {
+            if (io->iovs[i].iov_len > b->max_segment_size) {
+                return true;
+            }
+        }
+    }
+    return false;
 }
 
-// Starts a read or write, split at the optimal I/O boundary when it crosses one.
+// Starts a read or write, split into chunks when it does not fit the bdev's limits.
 void start_rw(BdevIo *io) {
     BdevIo::Private *p = io->priv;
-    if (p->ch->frozen || !crosses_boundary(io->bdev, io->offset_blocks, io->num_blocks)) {
+    if (p->ch->frozen || !needs_split(io)) {
         start(io);
         return;
     }

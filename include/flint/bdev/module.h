@@ -62,8 +62,13 @@ struct Bdev {
     std::string product_name;
     uint32_t block_size = 512;
     uint64_t num_blocks = 0;
-    std::string uuid;                  // canonical form; generated at register when empty
-    uint32_t optimal_io_boundary = 0;  // blocks; 0 = none
+    std::string uuid;  // canonical form; generated at register when empty
+    // Limits the layer splits reads and writes to fit (0 = none). A split request runs as
+    // chunks, one after another, and completes once, as the caller sent it.
+    uint32_t optimal_io_boundary = 0;  // blocks: no chunk crosses a multiple of this
+    uint32_t max_transfer_blocks = 0;  // blocks per chunk
+    uint32_t max_num_segments = 0;     // iovecs per chunk (at most 16 when splitting)
+    uint32_t max_segment_size = 0;     // bytes per iovec
     Module *module = nullptr;
     BdevOps *ops = nullptr;  // owned by the module; lives until destruct() completes
 

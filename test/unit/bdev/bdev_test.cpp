@@ -288,11 +288,22 @@ TEST_F(BdevTest, WriteZeroesIsEmulatedWithWrites) {
     for (size_t i = 0; i < ops_.data.size(); ++i) {
         ASSERT_EQ(i >= 8 * 512 && i < 24 * 512 ? 0 : 0x5a, ops_.data[i]) << i;
     }
+    b_.max_transfer_blocks = 5;  // emulated chunks keep to the transfer limit
+    ASSERT_EQ(0, bdev::write_zeroes(d, ch, 30, 12, on_done, &r));
+    std::vector<uint64_t> sizes;
+    while (!ops_.pending.empty()) {
+        sizes.push_back(ops_.pending.front()->num_blocks);
+        ops_.complete_one();
+        pump();
+    }
+    EXPECT_EQ((std::vector<uint64_t>{5, 5, 2}), sizes);
+    EXPECT_EQ(2, r.ok);
+    b_.max_transfer_blocks = 0;
     ops_.write_zeroes = true;  // native path when the module has it
     ASSERT_EQ(0, bdev::write_zeroes(d, ch, 0, 1, on_done, &r));
     EXPECT_EQ(IoType::WriteZeroes, ops_.pending.front()->type);
     drain();
-    EXPECT_EQ(2, r.ok);
+    EXPECT_EQ(3, r.ok);
     thread::put_io_channel(ch);
     bdev::close(d);
     pump();
@@ -352,6 +363,47 @@ TEST_F(BdevTest, SplitsOnTheOptimalIoBoundary) {
     pump();
     EXPECT_EQ(2u, st.num_read_ops);  // the caller's requests, not the chunks
     EXPECT_EQ(1u, st.num_write_ops);
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+TEST_F(BdevTest, SplitsToMaxTransferSegmentsAndSegmentSize) {
+    b_.max_transfer_blocks = 3;
+    b_.max_num_segments = 2;
+    b_.max_segment_size = 1024;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("Fake0", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    std::vector<uint8_t> src(10 * 512);
+    for (size_t i = 0; i < src.size(); ++i) {
+        src[i] = static_cast<uint8_t>(i * 13 + 5);
+    }
+    iovec wv[3] = {{src.data(), 2048}, {src.data() + 2048, 512}, {src.data() + 2560, 2560}};
+    Result w;
+    ASSERT_EQ(0, bdev::writev(d, ch, wv, 3, 1, 10, on_done, &w));
+    uint64_t total = 0;
+    while (!ops_.pending.empty()) {
+        BdevIo *io = ops_.pending.front();
+        EXPECT_LE(io->num_blocks, 3u);
+        EXPECT_LE(io->iovcnt, 2);
+        for (int i = 0; i < io->iovcnt; ++i) {
+            EXPECT_LE(io->iovs[i].iov_len, 1024u);
+        }
+        total += io->num_blocks;
+        ops_.complete_one();
+        pump();
+    }
+    EXPECT_EQ(10u, total);
+    ASSERT_EQ(1, w.ok);
+    EXPECT_EQ(0, std::memcmp(ops_.data.data() + 512, src.data(), src.size()));
+    // A request that already fits goes through whole.
+    Result small;
+    ASSERT_EQ(0, bdev::write(d, ch, src.data(), 0, 2, on_done, &small));
+    ASSERT_EQ(1u, ops_.pending.size());
+    EXPECT_EQ(2u, ops_.pending.front()->num_blocks);
+    drain();
+    EXPECT_EQ(1, small.ok);
     thread::put_io_channel(ch);
     bdev::close(d);
     pump();
