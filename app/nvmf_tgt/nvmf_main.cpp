@@ -5,6 +5,9 @@
 #include "flint/bdev/bdev.h"
 #include "flint/event/app.h"
 #include "flint/nvmf/tgt.h"
+#include "bdev_aio.h"
+#include "bdev_malloc.h"
+#include "bdev_null.h"
 
 int main(int argc, char **argv) {
     flint::event::AppOptions opts;
@@ -22,6 +25,9 @@ int main(int argc, char **argv) {
             break;
     }
     flint::bdev::register_subsystem();
+    flint::bdev_malloc::register_module();
+    flint::bdev_null::register_module();
+    flint::bdev_aio::register_module();
     flint::nvmf::register_subsystem();
     return flint::event::app_start(opts);
 }

@@ -5,12 +5,13 @@ subcommands; to add methods for a new area, add a module here and list it in MOD
 """
 
 from . import app
+from . import bdev
 from . import client
 from . import config
 from . import log
 from . import nvmf
 
-MODULES = [app, log, nvmf, config]
+MODULES = [app, log, bdev, nvmf, config]
 
 
 def add_parsers(subparsers):
