@@ -1,12 +1,12 @@
 // The bdev registry: modules, registration and removal, descriptors, claims, events.
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <random>
 
 #include "bdev_internal.h"
+#include "flint/bdev/module_util.h"
 #include "flint/env/env.h"
 #include "flint/event/app.h"
 #include "flint/util/log.h"
@@ -21,19 +21,6 @@ std::vector<Bdev *> g_bdevs;  // under registry_mutex()
 // Freed by bdev fini; never by a static destructor, which would run after the EAL is gone.
 void *g_zero_buf = nullptr;
 constexpr size_t kZeroBufSize = 1u << 20;
-
-bool valid_uuid(const std::string &u) {
-    if (u.size() != 36) {
-        return false;
-    }
-    for (size_t i = 0; i < u.size(); ++i) {
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? u[i] != '-' : !std::isxdigit(static_cast<unsigned char>(u[i]))) {
-            return false;
-        }
-    }
-    return true;
-}
 
 std::string random_uuid() {
     std::random_device rd;
@@ -134,7 +121,9 @@ int register_bdev(Bdev *b) {
         (b->block_size & (b->block_size - 1)) != 0) {
         return -EINVAL;
     }
-    if (!b->uuid.empty() && !valid_uuid(b->uuid)) {
+    // Stored lower case, so uuids compare without regard to case.
+    std::string uuid;
+    if (!b->uuid.empty() && !normalize_uuid(b->uuid, &uuid)) {
         return -EINVAL;
     }
     if (g_zero_buf == nullptr) {
@@ -153,9 +142,7 @@ int register_bdev(Bdev *b) {
                 return -EEXIST;
             }
         }
-        if (b->uuid.empty()) {
-            b->uuid = random_uuid();
-        }
+        b->uuid = uuid.empty() ? random_uuid() : uuid;
         for (Bdev *o : g_bdevs) {
             if (o->uuid == b->uuid) {
                 return -EEXIST;

@@ -26,7 +26,8 @@ public:
     // Offered every newly registered bdev (for modules that build on others).
     virtual void examine(Bdev *bdev) {}
 };
-// Registers a module; call before the bdev subsystem initialises (static init is fine).
+// Registers a module; call before the bdev subsystem initialises. A repeated call with the
+// same module does nothing.
 void register_module(Module *m);
 const std::vector<Module *> &modules();
 
@@ -81,7 +82,8 @@ struct Bdev {
 int register_bdev(Bdev *bdev);
 // Starts removal: every descriptor gets a Remove event and new I/O fails with -ENODEV.
 // When the last descriptor closes, ops->destruct() runs, then done(0) on the app thread.
-// -ENODEV if the bdev is not registered or already being removed.
+// -ENODEV if the bdev is not registered or already being removed. On an error done is never
+// called; on 0 it is called exactly once.
 int unregister_bdev(Bdev *bdev, std::function<void(int)> done);
 // By name or alias; nullptr if none (or being removed).
 Bdev *get_bdev(const std::string &name);

@@ -19,11 +19,14 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <climits>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <new>
 
 #include "flint/bdev/module.h"
+#include "flint/bdev/module_util.h"
 #include "flint/thread/thread.h"
 #include "flint/util/log.h"
 
@@ -429,6 +432,8 @@ int AioDisk::channel_create(AioChannel *c) {
         r->header_length == sizeof(AioRing) && r->nr != 0) {
         c->ring = r;
     }
+    FLINT_DEBUGLOG(bdev_aio, "aio bdev '%s': new channel reaps with %s", bdev.name.c_str(),
+                   c->ring != nullptr ? "the completion ring" : "io_getevents");
     c->poller = thread::poller_register(channel_poll, c, 0, "bdev_aio_poll");
     if (c->poller == nullptr) {
         io_destroy(c->ctx);
@@ -699,6 +704,7 @@ int create(const Options &o, std::string *error) {
     d->bdev.name = o.name;
     d->bdev.product_name = "AIO disk";
     d->bdev.uuid = uuid;
+    d->bdev.max_num_segments = IOV_MAX;  // preadv/pwritev refuse more
     d->bdev.module = &module();
     d->bdev.ops = d.get();
     if (int rc = open_file(d.get(), error); rc != 0) {
@@ -740,32 +746,8 @@ int create(const Options &o, std::string *error) {
 }
 
 void destroy(const std::string &name, std::function<void(int rc, const std::string &error)> done) {
-    bdev::Bdev *b = bdev::get_bdev(name);
-    if (b == nullptr) {
-        done(-ENODEV, "No such device: no bdev named '" + name + "'");
-        return;
-    }
-    if (b->module != &module()) {
-        done(-ENODEV, "No such device: bdev '" + name + "' is not an aio bdev (module '" +
-                          b->module->name() + "')");
-        return;
-    }
-    // Guards against a layer that both fails the call and runs the callback.
-    auto called = std::make_shared<bool>(false);
-    std::string bname = b->name;
-    int rc = bdev::unregister_bdev(b, [done, called, bname](int rc) {
-        if (*called) {
-            return;
-        }
-        *called = true;
-        done(rc, rc == 0 ? std::string()
-                         : "could not delete bdev '" + bname + "': " + std::strerror(-rc));
-    });
-    if (rc != 0 && !*called) {
-        *called = true;
-        done(rc, rc == -ENODEV ? "No such device: bdev '" + bname + "' is already being deleted"
-                               : "could not delete bdev '" + bname + "': " + std::strerror(-rc));
-    }
+    // As malloc and null: a claimed bdev is refused, not hot-removed.
+    bdev::delete_module_bdev(&module(), name, "aio", std::move(done));
 }
 
 int rescan(const std::string &name, std::string *error) {

@@ -3,6 +3,7 @@
 #include <cerrno>
 
 #include "bdev_aio.h"
+#include "flint/bdev/module_util.h"
 #include "flint/event/app.h"
 
 namespace flint::bdev_aio {
@@ -43,16 +44,7 @@ void bdev_aio_create(const RequestPtr &req) {
 }
 
 void bdev_aio_delete(const RequestPtr &req) {
-    ParamDecoder d(req->params());
-    std::string name = d.required_string("name");
-    d.finish();
-    destroy(name, [req](int rc, const std::string &error) {
-        if (rc == 0) {
-            req->result(true);
-        } else {
-            req->error(rc == -ENODEV ? kInvalidParams : kInternalError, error);
-        }
-    });
+    bdev::delete_rpc(req, destroy);
 }
 
 void bdev_aio_rescan(const RequestPtr &req) {

@@ -5,14 +5,13 @@
 #include "bdev_malloc.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <memory>
-#include <new>
 #include <vector>
 
 #include "flint/bdev/module.h"
+#include "flint/bdev/module_util.h"
 #include "flint/env/env.h"
 #include "flint/util/log.h"
 
@@ -26,77 +25,6 @@ using bdev::BdevIo;
 using bdev::IoType;
 using bdev::NvmeStatus;
 namespace nvme_status = bdev::nvme_status;
-
-// ---- Deferred completion: a FIFO threaded through driver_ctx, so no allocation per I/O ----
-
-struct IoCtx {
-    BdevIo *next;
-    NvmeStatus status;
-};
-static_assert(sizeof(IoCtx) <= BdevIo::kDriverCtxSize);
-
-IoCtx *io_ctx(BdevIo *io) {
-    return std::launder(reinterpret_cast<IoCtx *>(io->driver_ctx));
-}
-
-struct Channel {
-    BdevIo *head = nullptr;
-    BdevIo *tail = nullptr;
-    thread::Poller *poller = nullptr;
-};
-
-void queue_completion(Channel *ch, BdevIo *io, NvmeStatus status) {
-    new (io->driver_ctx) IoCtx{nullptr, status};
-    if (ch->tail != nullptr) {
-        io_ctx(ch->tail)->next = io;
-    } else {
-        ch->head = io;
-    }
-    ch->tail = io;
-}
-
-// Detaches the list first: a completion callback may submit again, and that I/O must wait
-// for the next poll.
-int complete_queued(Channel *ch) {
-    BdevIo *io = ch->head;
-    if (io == nullptr) {
-        return thread::kIdle;
-    }
-    ch->head = ch->tail = nullptr;
-    while (io != nullptr) {
-        IoCtx *c = io_ctx(io);
-        BdevIo *next = c->next;
-        bdev::io_complete(io, c->status);  // may free io
-        io = next;
-    }
-    return thread::kBusy;
-}
-
-int malloc_completion_poller(void *arg) {
-    return complete_queued(static_cast<Channel *>(arg));
-}
-
-int channel_create(void *ctx) {
-    auto *ch = new (ctx) Channel();
-    ch->poller =
-        thread::poller_register(malloc_completion_poller, ch, 0, "malloc_completion_poller");
-    if (ch->poller == nullptr) {
-        ch->~Channel();
-        return -ENOMEM;
-    }
-    return 0;
-}
-
-void channel_destroy(void *ctx) {
-    auto *ch = static_cast<Channel *>(ctx);
-    // The layer puts this channel only after its I/O completed. If any is still queued,
-    // its bdev_ios went with the layer's channel: completing them would touch freed memory.
-    if (ch->head != nullptr) {
-        FLINT_ERRLOG("bdev_malloc: channel destroyed with I/O still queued");
-    }
-    thread::poller_unregister(&ch->poller);
-    ch->~Channel();
-}
 
 // ---- Data movement between the iovecs and the disk ----
 
@@ -155,20 +83,17 @@ public:
 class MallocModule final : public bdev::Module {
 public:
     const char *name() const override { return "malloc"; }
-    int init() override { return ensure_io_device(); }
-    void fini() override;
-
     // The io_device is registered at init, or at the first create if init has not run.
-    int ensure_io_device();
-    MallocDisk *find(const bdev::Bdev *b) const;
+    int init() override { return device.ensure_registered(); }
+    void fini() override { device.unregister(); }
+
     void forget(MallocDisk *disk);
     std::string next_default_name();
 
+    bdev::CompletionDevice device{"bdev_malloc", "malloc_completion_poller"};
     std::vector<std::unique_ptr<MallocDisk>> disks;
 
 private:
-    enum class DeviceState { None, Registered, Unregistering };
-    DeviceState device_ = DeviceState::None;
     uint64_t next_index_ = 0;
 };
 
@@ -178,14 +103,14 @@ MallocModule &module() {
 }
 
 void MallocDisk::submit(thread::IoChannel *ch, BdevIo *io) {
-    auto *c = static_cast<Channel *>(thread::channel_ctx(ch));
+    bdev::CompletionQueue &q = bdev::CompletionDevice::queue(ch);
     const uint64_t bs = bdev.block_size;
     NvmeStatus status = nvme_status::kSuccess;
     // The layer checks ranges; this check only guards the buffer.
     if (io->type != IoType::Flush && io->type != IoType::Reset &&
         (io->offset_blocks > capacity_blocks ||
          io->num_blocks > capacity_blocks - io->offset_blocks)) {
-        queue_completion(c, io, nvme_status::kLbaOutOfRange);
+        q.push(io, nvme_status::kLbaOutOfRange);
         return;
     }
     unsigned char *p = data + io->offset_blocks * bs;
@@ -211,7 +136,7 @@ void MallocDisk::submit(thread::IoChannel *ch, BdevIo *io) {
             status = nvme_status::kInvalidField;
             break;
     }
-    queue_completion(c, io, status);
+    q.push(io, status);
 }
 
 bool MallocDisk::supports(IoType type) const {
@@ -230,7 +155,7 @@ bool MallocDisk::supports(IoType type) const {
 }
 
 void *MallocDisk::io_device() {
-    return &module();
+    return module().device.io_device();
 }
 
 // The disk (and the Bdev in it) goes once done() has returned: the layer is finished with
@@ -260,44 +185,8 @@ void MallocDisk::write_config(Json::Value &config) const {
     config.append(e);
 }
 
-int MallocModule::ensure_io_device() {
-    switch (device_) {
-        case DeviceState::Registered:
-            return 0;
-        case DeviceState::Unregistering:
-            return -EBUSY;  // the previous fini has not finished
-        case DeviceState::None:
-            break;
-    }
-    thread::io_device_register(this, channel_create, channel_destroy, sizeof(Channel),
-                               "bdev_malloc");
-    device_ = DeviceState::Registered;
-    return 0;
-}
-
-void MallocModule::fini() {
-    if (device_ != DeviceState::Registered) {
-        return;
-    }
-    device_ = DeviceState::Unregistering;
-    thread::io_device_unregister(this, [this] { device_ = DeviceState::None; });
-}
-
-MallocDisk *MallocModule::find(const bdev::Bdev *b) const {
-    for (const auto &d : disks) {
-        if (&d->bdev == b) {
-            return d.get();
-        }
-    }
-    return nullptr;
-}
-
 void MallocModule::forget(MallocDisk *disk) {
-    auto it =
-        std::find_if(disks.begin(), disks.end(), [disk](const auto &d) { return d.get() == disk; });
-    if (it != disks.end()) {
-        disks.erase(it);
-    }
+    std::erase_if(disks, [disk](const auto &d) { return d.get() == disk; });
 }
 
 // SPDK numbers Malloc0, Malloc1, ... with a counter; skip names taken meanwhile.
@@ -308,37 +197,6 @@ std::string MallocModule::next_default_name() {
             return name;
         }
     }
-}
-
-bool is_uuid(const std::string &s) {
-    if (s.size() != 36) {
-        return false;
-    }
-    for (size_t i = 0; i < s.size(); ++i) {
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? s[i] != '-' : !std::isxdigit(static_cast<unsigned char>(s[i]))) {
-            return false;
-        }
-    }
-    return true;
-}
-
-// Lower case, as SPDK prints it; the nil uuid means "generate one", as in SPDK's malloc.
-std::string normalize_uuid(const std::string &s) {
-    std::string out = s;
-    for (char &c : out) {
-        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    return out == "00000000-0000-0000-0000-000000000000" ? std::string() : out;
-}
-
-bool uuid_in_use(const std::string &uuid) {
-    for (bdev::Bdev *b : bdev::bdevs()) {
-        if (normalize_uuid(b->uuid) == uuid) {
-            return true;
-        }
-    }
-    return false;
 }
 
 }  // namespace
@@ -360,7 +218,7 @@ bool validate(const Options &o, std::string *error) {
         return bad("num_blocks", std::to_string(o.num_blocks) + " blocks of " +
                                      std::to_string(o.block_size) + " bytes is too large");
     }
-    if (!o.uuid.empty() && !is_uuid(o.uuid)) {
+    if (std::string uuid; !bdev::normalize_create_uuid(o.uuid, &uuid)) {
         return bad("uuid", "'" + o.uuid + "' is not a UUID (8-4-4-4-12 hex digits)");
     }
     return true;
@@ -371,20 +229,16 @@ int create(const Options &opts, std::string *name_out, std::string *error) {
         return -EINVAL;
     }
     MallocModule &m = module();
-    if (int rc = m.ensure_io_device(); rc != 0) {
+    if (int rc = m.device.ensure_registered(); rc != 0) {
         *error = "the malloc module is still shutting down";
         return rc;
     }
     std::string name = opts.name.empty() ? m.next_default_name() : opts.name;
-    std::string uuid = normalize_uuid(opts.uuid);
+    std::string uuid;
+    bdev::normalize_create_uuid(opts.uuid, &uuid);  // validated above
     // Checked before allocating: a large disk is expensive to allocate and zero for nothing.
-    if (bdev::get_bdev(name) != nullptr) {
-        *error = "bdev name '" + name + "' already exists";
-        return -EEXIST;
-    }
-    if (!uuid.empty() && uuid_in_use(uuid)) {
-        *error = "a bdev with uuid '" + uuid + "' already exists";
-        return -EEXIST;
+    if (int rc = bdev::check_name_and_uuid_free(name, uuid, error); rc != 0) {
+        return rc;
     }
 
     const size_t bytes = static_cast<size_t>(opts.num_blocks) * opts.block_size;
@@ -410,19 +264,11 @@ int create(const Options &opts, std::string *name_out, std::string *error) {
     b.ops = disk.get();
 
     // Kept before registering: register_bdev may hand the bdev to examine() callbacks.
+    MallocDisk *raw = disk.get();
     m.disks.push_back(std::move(disk));
-    bdev::Bdev *bp = &b;
-    int rc = bdev::register_bdev(bp);
-    if (rc != 0) {
-        if (rc == -EEXIST) {
-            // Taken by a bdev still being removed, which get_bdev no longer sees.
-            *error = uuid.empty()
-                         ? "bdev name '" + name + "' already exists"
-                         : "bdev name '" + name + "' or uuid '" + uuid + "' already exists";
-        } else {
-            *error = "could not register malloc bdev '" + name + "': " + std::strerror(-rc);
-        }
-        m.forget(m.find(bp));
+    if (int rc = bdev::register_bdev(&b); rc != 0) {
+        *error = bdev::register_error(rc, "malloc", name, uuid);
+        m.forget(raw);
         return rc;
     }
     *name_out = name;
@@ -430,33 +276,7 @@ int create(const Options &opts, std::string *name_out, std::string *error) {
 }
 
 void destroy(const std::string &name, std::function<void(int rc, const std::string &error)> done) {
-    bdev::Bdev *b = bdev::get_bdev(name);
-    MallocDisk *disk = b != nullptr ? module().find(b) : nullptr;
-    if (disk == nullptr) {
-        done(-ENODEV, "No such device: no malloc bdev named '" + name + "'");
-        return;
-    }
-    std::string owner = bdev::claimed_by(b);
-    if (!owner.empty()) {
-        done(-EBUSY, "bdev '" + b->name + "' is claimed by '" + owner + "'");
-        return;
-    }
-    // Guards against a layer that both fails the call and runs the callback.
-    auto called = std::make_shared<bool>(false);
-    std::string bname = b->name;
-    int rc = bdev::unregister_bdev(b, [done, called, bname](int rc) {
-        if (*called) {
-            return;
-        }
-        *called = true;
-        done(rc, rc == 0 ? std::string()
-                         : "could not delete bdev '" + bname + "': " + std::strerror(-rc));
-    });
-    if (rc != 0 && !*called) {
-        *called = true;
-        done(rc, rc == -ENODEV ? "No such device: bdev '" + bname + "' is already being deleted"
-                               : "could not delete bdev '" + bname + "': " + std::strerror(-rc));
-    }
+    bdev::delete_module_bdev(&module(), name, "malloc", std::move(done));
 }
 
 void register_module() {

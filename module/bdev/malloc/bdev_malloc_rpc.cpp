@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "bdev_malloc.h"
+#include "flint/bdev/module_util.h"
 #include "flint/event/app.h"
 #include "flint/jsonrpc/jsonrpc.h"
 
@@ -18,28 +19,6 @@ using jsonrpc::Error;
 using jsonrpc::kInvalidParams;
 using jsonrpc::ParamDecoder;
 using jsonrpc::RequestPtr;
-
-// SPDK's save_config also writes these; accept their no-metadata values so its configs load.
-void decode_spdk_metadata_params(ParamDecoder &d, uint32_t block_size) {
-    if (auto v = d.optional_uint("physical_block_size", UINT32_MAX);
-        v && *v != 0 && (*v < block_size || *v % block_size != 0)) {
-        throw Error(kInvalidParams,
-                    "Invalid parameter 'physical_block_size': must be a multiple of block_size");
-    }
-    if (auto v = d.optional_uint("md_size", UINT32_MAX); v && *v != 0) {
-        throw Error(kInvalidParams, "Invalid parameter 'md_size': metadata is not supported");
-    }
-    if (auto v = d.optional_int("dif_type", INT32_MIN, INT32_MAX); v && *v != 0) {
-        throw Error(kInvalidParams,
-                    "Invalid parameter 'dif_type': protection information is not supported");
-    }
-    if (auto v = d.optional_int("dif_pi_format", INT32_MIN, INT32_MAX); v && *v != 0) {
-        throw Error(kInvalidParams,
-                    "Invalid parameter 'dif_pi_format': protection information is not supported");
-    }
-    d.optional_bool("md_interleave");
-    d.optional_bool("dif_is_head_of_md");
-}
 
 void bdev_malloc_create(const RequestPtr &req) {
     ParamDecoder d(req->params());
@@ -58,7 +37,7 @@ void bdev_malloc_create(const RequestPtr &req) {
     if (auto b = d.optional_uint("optimal_io_boundary", UINT32_MAX)) {
         o.optimal_io_boundary = static_cast<uint32_t>(*b);
     }
-    decode_spdk_metadata_params(d, o.block_size);
+    bdev::decode_no_metadata_params(d, o.block_size);
     d.finish();
 
     std::string error;
@@ -73,16 +52,7 @@ void bdev_malloc_create(const RequestPtr &req) {
 }
 
 void bdev_malloc_delete(const RequestPtr &req) {
-    ParamDecoder d(req->params());
-    std::string name = d.required_string("name");
-    d.finish();
-    destroy(name, [req](int rc, const std::string &error) {
-        if (rc == 0) {
-            req->result(true);
-        } else {
-            req->error(rc, error);
-        }
-    });
+    bdev::delete_rpc(req, destroy);
 }
 
 }  // namespace

@@ -5,15 +5,13 @@
 #include "bdev_null.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <memory>
-#include <new>
 #include <vector>
 
 #include "flint/bdev/module.h"
-#include "flint/util/log.h"
+#include "flint/bdev/module_util.h"
 
 namespace flint::bdev_null {
 
@@ -25,76 +23,6 @@ using bdev::BdevIo;
 using bdev::IoType;
 using bdev::NvmeStatus;
 namespace nvme_status = bdev::nvme_status;
-
-// ---- Deferred completion: a FIFO threaded through driver_ctx, so no allocation per I/O ----
-
-struct IoCtx {
-    BdevIo *next;
-    NvmeStatus status;
-};
-static_assert(sizeof(IoCtx) <= BdevIo::kDriverCtxSize);
-
-IoCtx *io_ctx(BdevIo *io) {
-    return std::launder(reinterpret_cast<IoCtx *>(io->driver_ctx));
-}
-
-struct Channel {
-    BdevIo *head = nullptr;
-    BdevIo *tail = nullptr;
-    thread::Poller *poller = nullptr;
-};
-
-void queue_completion(Channel *ch, BdevIo *io, NvmeStatus status) {
-    new (io->driver_ctx) IoCtx{nullptr, status};
-    if (ch->tail != nullptr) {
-        io_ctx(ch->tail)->next = io;
-    } else {
-        ch->head = io;
-    }
-    ch->tail = io;
-}
-
-// Detaches the list first: a completion callback may submit again, and that I/O must wait
-// for the next poll.
-int complete_queued(Channel *ch) {
-    BdevIo *io = ch->head;
-    if (io == nullptr) {
-        return thread::kIdle;
-    }
-    ch->head = ch->tail = nullptr;
-    while (io != nullptr) {
-        IoCtx *c = io_ctx(io);
-        BdevIo *next = c->next;
-        bdev::io_complete(io, c->status);  // may free io
-        io = next;
-    }
-    return thread::kBusy;
-}
-
-int null_io_poll(void *arg) {
-    return complete_queued(static_cast<Channel *>(arg));
-}
-
-int channel_create(void *ctx) {
-    auto *ch = new (ctx) Channel();
-    ch->poller = thread::poller_register(null_io_poll, ch, 0, "null_io_poll");
-    if (ch->poller == nullptr) {
-        ch->~Channel();
-        return -ENOMEM;
-    }
-    return 0;
-}
-
-void channel_destroy(void *ctx) {
-    auto *ch = static_cast<Channel *>(ctx);
-    // The layer puts this channel only after its I/O completed. If any is still queued,
-    // its bdev_ios went with the layer's channel: completing them would touch freed memory.
-    if (ch->head != nullptr) {
-        FLINT_ERRLOG("bdev_null: channel destroyed with I/O still queued");
-    }
-    thread::poller_unregister(&ch->poller);
-    ch->~Channel();
-}
 
 void zero_iovs(uint64_t len, const iovec *iov, int iovcnt) {
     for (int i = 0; i < iovcnt && len != 0; ++i) {
@@ -141,19 +69,14 @@ public:
 class NullModule final : public bdev::Module {
 public:
     const char *name() const override { return "null"; }
-    int init() override { return ensure_io_device(); }
-    void fini() override;
-
     // The io_device is registered at init, or at the first create if init has not run.
-    int ensure_io_device();
-    NullDisk *find(const bdev::Bdev *b) const;
+    int init() override { return device.ensure_registered(); }
+    void fini() override { device.unregister(); }
+
     void forget(NullDisk *disk);
 
+    bdev::CompletionDevice device{"bdev_null", "null_io_poll"};
     std::vector<std::unique_ptr<NullDisk>> disks;
-
-private:
-    enum class DeviceState { None, Registered, Unregistering };
-    DeviceState device_ = DeviceState::None;
 };
 
 NullModule &module() {
@@ -162,7 +85,6 @@ NullModule &module() {
 }
 
 void NullDisk::submit(thread::IoChannel *ch, BdevIo *io) {
-    auto *c = static_cast<Channel *>(thread::channel_ctx(ch));
     NvmeStatus status = nvme_status::kSuccess;
     switch (io->type) {
         case IoType::Read:
@@ -181,7 +103,7 @@ void NullDisk::submit(thread::IoChannel *ch, BdevIo *io) {
             status = nvme_status::kInvalidField;
             break;
     }
-    queue_completion(c, io, status);
+    bdev::CompletionDevice::queue(ch).push(io, status);
 }
 
 bool NullDisk::supports(IoType type) const {
@@ -200,7 +122,7 @@ bool NullDisk::supports(IoType type) const {
 }
 
 void *NullDisk::io_device() {
-    return &module();
+    return module().device.io_device();
 }
 
 // The disk (and the Bdev in it) goes once done() has returned: the layer is finished with
@@ -227,74 +149,8 @@ void NullDisk::write_config(Json::Value &config) const {
     config.append(e);
 }
 
-int NullModule::ensure_io_device() {
-    switch (device_) {
-        case DeviceState::Registered:
-            return 0;
-        case DeviceState::Unregistering:
-            return -EBUSY;  // the previous fini has not finished
-        case DeviceState::None:
-            break;
-    }
-    thread::io_device_register(this, channel_create, channel_destroy, sizeof(Channel), "bdev_null");
-    device_ = DeviceState::Registered;
-    return 0;
-}
-
-void NullModule::fini() {
-    if (device_ != DeviceState::Registered) {
-        return;
-    }
-    device_ = DeviceState::Unregistering;
-    thread::io_device_unregister(this, [this] { device_ = DeviceState::None; });
-}
-
-NullDisk *NullModule::find(const bdev::Bdev *b) const {
-    for (const auto &d : disks) {
-        if (&d->bdev == b) {
-            return d.get();
-        }
-    }
-    return nullptr;
-}
-
 void NullModule::forget(NullDisk *disk) {
-    auto it =
-        std::find_if(disks.begin(), disks.end(), [disk](const auto &d) { return d.get() == disk; });
-    if (it != disks.end()) {
-        disks.erase(it);
-    }
-}
-
-bool is_uuid(const std::string &s) {
-    if (s.size() != 36) {
-        return false;
-    }
-    for (size_t i = 0; i < s.size(); ++i) {
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? s[i] != '-' : !std::isxdigit(static_cast<unsigned char>(s[i]))) {
-            return false;
-        }
-    }
-    return true;
-}
-
-// Lower case, as SPDK prints it; the nil uuid means "generate one".
-std::string normalize_uuid(const std::string &s) {
-    std::string out = s;
-    for (char &c : out) {
-        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    return out == "00000000-0000-0000-0000-000000000000" ? std::string() : out;
-}
-
-bool uuid_in_use(const std::string &uuid) {
-    for (bdev::Bdev *b : bdev::bdevs()) {
-        if (normalize_uuid(b->uuid) == uuid) {
-            return true;
-        }
-    }
-    return false;
+    std::erase_if(disks, [disk](const auto &d) { return d.get() == disk; });
 }
 
 constexpr uint64_t kMiB = 1024 * 1024;
@@ -322,7 +178,7 @@ bool validate(const Options &o, std::string *error) {
         return bad("num_blocks", std::to_string(o.num_blocks) + " blocks of " +
                                      std::to_string(o.block_size) + " bytes is too large");
     }
-    if (!o.uuid.empty() && !is_uuid(o.uuid)) {
+    if (std::string uuid; !bdev::normalize_create_uuid(o.uuid, &uuid)) {
         return bad("uuid", "'" + o.uuid + "' is not a UUID (8-4-4-4-12 hex digits)");
     }
     return true;
@@ -333,18 +189,14 @@ int create(const Options &opts, std::string *name_out, std::string *error) {
         return -EINVAL;
     }
     NullModule &m = module();
-    if (int rc = m.ensure_io_device(); rc != 0) {
+    if (int rc = m.device.ensure_registered(); rc != 0) {
         *error = "the null module is still shutting down";
         return rc;
     }
-    std::string uuid = normalize_uuid(opts.uuid);
-    if (bdev::get_bdev(opts.name) != nullptr) {
-        *error = "bdev name '" + opts.name + "' already exists";
-        return -EEXIST;
-    }
-    if (!uuid.empty() && uuid_in_use(uuid)) {
-        *error = "a bdev with uuid '" + uuid + "' already exists";
-        return -EEXIST;
+    std::string uuid;
+    bdev::normalize_create_uuid(opts.uuid, &uuid);  // validated above
+    if (int rc = bdev::check_name_and_uuid_free(opts.name, uuid, error); rc != 0) {
+        return rc;
     }
     auto disk = std::make_unique<NullDisk>();
     bdev::Bdev &b = disk->bdev;
@@ -357,19 +209,11 @@ int create(const Options &opts, std::string *name_out, std::string *error) {
     b.ops = disk.get();
 
     // Kept before registering: register_bdev may hand the bdev to examine() callbacks.
+    NullDisk *raw = disk.get();
     m.disks.push_back(std::move(disk));
-    bdev::Bdev *bp = &b;
-    int rc = bdev::register_bdev(bp);
-    if (rc != 0) {
-        if (rc == -EEXIST) {
-            // Taken by a bdev still being removed, which get_bdev no longer sees.
-            *error = uuid.empty()
-                         ? "bdev name '" + opts.name + "' already exists"
-                         : "bdev name '" + opts.name + "' or uuid '" + uuid + "' already exists";
-        } else {
-            *error = "could not register null bdev '" + opts.name + "': " + std::strerror(-rc);
-        }
-        m.forget(m.find(bp));
+    if (int rc = bdev::register_bdev(&b); rc != 0) {
+        *error = bdev::register_error(rc, "null", opts.name, uuid);
+        m.forget(raw);
         return rc;
     }
     *name_out = opts.name;
@@ -377,38 +221,12 @@ int create(const Options &opts, std::string *name_out, std::string *error) {
 }
 
 void destroy(const std::string &name, std::function<void(int rc, const std::string &error)> done) {
-    bdev::Bdev *b = bdev::get_bdev(name);
-    NullDisk *disk = b != nullptr ? module().find(b) : nullptr;
-    if (disk == nullptr) {
-        done(-ENODEV, "No such device: no null bdev named '" + name + "'");
-        return;
-    }
-    std::string owner = bdev::claimed_by(b);
-    if (!owner.empty()) {
-        done(-EBUSY, "bdev '" + b->name + "' is claimed by '" + owner + "'");
-        return;
-    }
-    // Guards against a layer that both fails the call and runs the callback.
-    auto called = std::make_shared<bool>(false);
-    std::string bname = b->name;
-    int rc = bdev::unregister_bdev(b, [done, called, bname](int rc) {
-        if (*called) {
-            return;
-        }
-        *called = true;
-        done(rc, rc == 0 ? std::string()
-                         : "could not delete bdev '" + bname + "': " + std::strerror(-rc));
-    });
-    if (rc != 0 && !*called) {
-        *called = true;
-        done(rc, rc == -ENODEV ? "No such device: bdev '" + bname + "' is already being deleted"
-                               : "could not delete bdev '" + bname + "': " + std::strerror(-rc));
-    }
+    bdev::delete_module_bdev(&module(), name, "null", std::move(done));
 }
 
 int resize(const std::string &name, uint64_t new_size_mib, std::string *error) {
     bdev::Bdev *b = bdev::get_bdev(name);
-    if (b == nullptr || module().find(b) == nullptr) {
+    if (b == nullptr || b->module != &module()) {
         *error = "No such device: no null bdev named '" + name + "'";
         return -ENODEV;
     }

@@ -1,6 +1,7 @@
 // The bdev core against a fake module that holds I/O until the test completes it.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -191,6 +192,13 @@ TEST_F(BdevTest, RegisterRejectsBadGeometryAndDuplicates) {
     b.name = "fake_alias";
     EXPECT_EQ(-EEXIST, bdev::register_bdev(&b));
     EXPECT_EQ(36u, b_.uuid.size());  // generated
+    std::string upper = b_.uuid;
+    for (char &c : upper) {
+        c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    }
+    b.name = "Other";
+    b.uuid = upper;  // the same uuid in capitals is the same uuid
+    EXPECT_EQ(-EEXIST, bdev::register_bdev(&b));
     EXPECT_EQ(&b_, bdev::get_bdev("fake_alias"));
 }
 
