@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -179,8 +180,8 @@ void fill_pattern(uint8_t *buf, uint64_t len, uint64_t offset_blocks, uint64_t g
     }
 }
 
-std::string format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string format(const char *fmt, ...) {
+std::string strfmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string strfmt(const char *fmt, ...) {
     char buf[512];
     va_list ap;
     va_start(ap, fmt);
@@ -338,11 +339,11 @@ void submit(Job *j, Task *t) {
         return;
     }
     if (rc == -ENOTSUP) {
-        job_fail(j, format("bdev does not support %s", io_name(t->io)));
+        job_fail(j, strfmt("bdev does not support %s", io_name(t->io)));
     } else if (rc == -ENOMEM) {
         job_fail(j, "no bdev_io available (raise bdev_io_cache_size with bdev_set_options)");
     } else {
-        job_fail(j, format("%s of %" PRIu64 " blocks at LBA %" PRIu64 " refused: %s",
+        job_fail(j, strfmt("%s of %" PRIu64 " blocks at LBA %" PRIu64 " refused: %s",
                            io_name(t->io), j->blocks_per_io, t->offset_blocks, std::strerror(-rc)));
     }
 }
@@ -396,7 +397,7 @@ std::string mismatch_message(Job *j, Task *t) {
         ++i;
     }
     uint64_t byte = i * 8;
-    return format("verify mismatch at LBA %" PRIu64 " (+%" PRIu64 " bytes, block %" PRIu64
+    return strfmt("verify mismatch at LBA %" PRIu64 " (+%" PRIu64 " bytes, block %" PRIu64
                   "): expected 0x%016" PRIx64 ", read 0x%016" PRIx64,
                   t->offset_blocks, byte, t->offset_blocks + byte / j->block_size,
                   i < words ? exp[i] : 0, i < words ? got[i] : 0);
@@ -414,7 +415,7 @@ void io_done(bdev::BdevIo *io, bool success, void *arg) {
         if (!j->stopping) {
             bump(j->io_failed);
             job_fail(
-                j, format("%s of %" PRIu64 " blocks at LBA %" PRIu64 " failed (sct 0x%x, sc 0x%x)",
+                j, strfmt("%s of %" PRIu64 " blocks at LBA %" PRIu64 " failed (sct 0x%x, sc 0x%x)",
                           io_name(t->io), j->blocks_per_io, t->offset_blocks, st.sct, st.sc));
         }
     } else if (j->verify && t->io == IoType::Write) {
@@ -477,21 +478,21 @@ void job_start(Job *j) {
         &j->desc);
     if (rc != 0) {
         j->desc = nullptr;
-        job_setup_failed(j, format("cannot open bdev '%s' for %s: %s", j->bdev_name.c_str(),
+        job_setup_failed(j, strfmt("cannot open bdev '%s' for %s: %s", j->bdev_name.c_str(),
                                    write ? "writing" : "reading", std::strerror(-rc)));
         return;
     }
     j->ch = bdev::get_io_channel(j->desc);
     if (j->ch == nullptr) {
         job_setup_failed(j,
-                         format("cannot get an I/O channel for bdev '%s'", j->bdev_name.c_str()));
+                         strfmt("cannot get an I/O channel for bdev '%s'", j->bdev_name.c_str()));
         return;
     }
     size_t per_task = g_cfg.io_size * (j->verify ? 2 : 1);
     j->bufs = static_cast<uint8_t *>(env::dma_zmalloc(per_task * j->depth, 4096));
     if (j->bufs == nullptr) {
         job_setup_failed(
-            j, format("cannot allocate %zu bytes of DMA memory for buffers", per_task * j->depth));
+            j, strfmt("cannot allocate %zu bytes of DMA memory for buffers", per_task * j->depth));
         return;
     }
     j->tasks.resize(j->depth);

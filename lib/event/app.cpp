@@ -16,6 +16,7 @@
 #include "flint/event/subsystem.h"
 #include "flint/jsonrpc/server.h"
 #include "flint/util/log.h"
+#include "flint/util/time.h"
 
 FLINT_LOG_FLAG(app);
 
@@ -225,6 +226,8 @@ int app_start(const AppOptions &opts) {
     signal(SIGPIPE, SIG_IGN);
 
     framework_rpc_register(rpc_registry());
+    // The tick rate is measured once (about 20 ms); do it now, not on a reactor mid-run.
+    util::tick_hz();
 
     env::Options eo;
     eo.name = opts.name;

@@ -126,8 +126,10 @@ struct IoStats {
 void get_iostat(Bdev *bdev, std::function<void(const IoStats &)> cb);
 
 struct Options {
-    uint32_t bdev_io_pool_size = 65535;  // bdev_ios across all channels
-    uint32_t bdev_io_cache_size = 1024;  // bdev_ios preallocated per channel
+    // bdev_ios across all channels. Each channel reserves its whole cache from it, so the
+    // pool also caps the number of (bdev, thread) channels: 65535 / 256 = 255 by default.
+    uint32_t bdev_io_pool_size = 65535;
+    uint32_t bdev_io_cache_size = 256;  // bdev_ios preallocated per channel (SPDK's default)
 };
 Options &options();
 

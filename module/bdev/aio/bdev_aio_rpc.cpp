@@ -16,8 +16,12 @@ using jsonrpc::kRuntime;
 using jsonrpc::ParamDecoder;
 using jsonrpc::RequestPtr;
 
-// Bad input is the caller's to fix (-32602); only a resource failure is ours.
+// A taken name and a missing bdev answer with their errno, as SPDK and the other modules do;
+// other bad input is -32602, a resource failure -32603.
 int rpc_code(int rc) {
+    if (rc == -EEXIST || rc == -ENODEV) {
+        return rc;
+    }
     return rc == -ENOMEM ? kInternalError : kInvalidParams;
 }
 
