@@ -8,7 +8,6 @@
 
 #include "bdev_internal.h"
 #include "flint/util/log.h"
-#include "flint/util/time.h"
 
 namespace flint::bdev {
 namespace {
@@ -31,7 +30,7 @@ BdevIo *pop_free(BdevChannel *bc) {
 // Completes on a later turn of this thread: never inside the submit call.
 void complete_later(BdevIo *io, NvmeStatus status) {
     io->priv->status = status;
-    io->priv->submit_tsc = util::ticks();
+    io->priv->submit_tsc = thread::poll_ticks();
     ++io->priv->ch->outstanding;
     thread::send_msg(
         thread::current(),
@@ -122,7 +121,7 @@ void start(BdevIo *io) {
         complete_later(io, nvme_status::kAbortedSqDeletion);
         return;
     }
-    io->priv->submit_tsc = util::ticks();
+    io->priv->submit_tsc = thread::poll_ticks();
     ++bc->outstanding;
     io->bdev->ops->submit(bc->module_ch, io);
 }
@@ -142,7 +141,7 @@ void chunk_begin(BdevIo *io, void (*step)(BdevIo *)) {
     p->chunk_remaining = io->num_blocks;
     p->iov_idx = 0;
     p->iov_off = 0;
-    p->submit_tsc = util::ticks();
+    p->submit_tsc = thread::poll_ticks();
 }
 
 void chunk_submit(BdevIo *io, uint64_t blocks) {
@@ -163,7 +162,7 @@ void chunk_finish(BdevIo *io) {
     io->num_blocks = p->orig_blocks;
     io->iovs = p->orig_iovs;
     io->iovcnt = p->orig_iovcnt;
-    account(p->ch->stats, io, util::ticks() - p->submit_tsc, p->status.ok());
+    account(p->ch->stats, io, thread::poll_ticks() - p->submit_tsc, p->status.ok());
     p->cb(io, p->status.ok(), p->cb_arg);
 }
 
@@ -457,7 +456,7 @@ void io_complete(BdevIo *io, NvmeStatus status) {
         p->on_done(io);
         return;
     }
-    account(bc->stats, io, util::ticks() - p->submit_tsc, status.ok());
+    account(bc->stats, io, thread::poll_ticks() - p->submit_tsc, status.ok());
     p->cb(io, status.ok(), p->cb_arg);
 }
 
@@ -553,7 +552,7 @@ void reset_done(BdevIo *io) {
     set_frozen(b, false, [io, b] {
         b->state->reset_in_progress.store(false);
         BdevIo::Private *p = io->priv;
-        account(p->ch->stats, io, util::ticks() - p->submit_tsc, p->status.ok());
+        account(p->ch->stats, io, thread::poll_ticks() - p->submit_tsc, p->status.ok());
         p->cb(io, p->status.ok(), p->cb_arg);
     });
 }
@@ -609,7 +608,7 @@ int reset(Desc *d, thread::IoChannel *ch, IoCallback cb, void *cb_arg) {
         b->state->reset_in_progress.store(false);
         return rc;
     }
-    io->priv->submit_tsc = util::ticks();
+    io->priv->submit_tsc = thread::poll_ticks();
     auto *ctx = new ResetCtx{io, b};
     set_frozen(b, true, [ctx] {
         ctx->poller = thread::poller_register(reset_drain_poll, ctx, 100, "bdev_reset_drain");

@@ -50,6 +50,10 @@ void run_fn_msg(void *arg) {
 
 }  // namespace
 
+namespace detail {
+thread_local uint64_t tls_poll_ticks = 0;
+}
+
 Global &global() {
     static Global g;
     return g;
@@ -422,6 +426,8 @@ size_t live_active(const Thread::Impl &im) {
 int Thread::poll(uint32_t max_msgs, uint64_t now) {
     Thread *prev = tls_current;
     tls_current = this;
+    uint64_t prev_ticks = detail::tls_poll_ticks;
+    detail::tls_poll_ticks = now;
     auto &im = *impl_;
     im.last_now = now;
     uint32_t msgs = run_messages(im, max_msgs);
@@ -474,6 +480,7 @@ int Thread::poll(uint32_t max_msgs, uint64_t now) {
         stats_.idle_tsc += end - now;
     }
     tls_current = prev;
+    detail::tls_poll_ticks = prev_ticks;
     return busy ? kBusy : kIdle;
 }
 

@@ -48,6 +48,13 @@ bool lib_fini();
 Thread *create(const std::string &name, const util::CpuSet *mask = nullptr);
 // The thread being polled on this OS thread, or nullptr.
 Thread *current();
+
+namespace detail {
+extern thread_local uint64_t tls_poll_ticks;
+}
+// The tick at which the current poll() began (0 outside one): a clock for per-I/O
+// accounting that costs no rdtsc. Resolution is one poll iteration.
+inline uint64_t poll_ticks() { return detail::tls_poll_ticks; }
 // Reactors and tests set this around poll().
 void set_current(Thread *t);
 
