@@ -66,6 +66,8 @@ struct BdevChannel {
     uint64_t outstanding;
     bool frozen;  // a reset is in progress
     IoStats stats;
+    IoWaitEntry *wait_head;  // callers waiting for a free bdev_io, FIFO
+    IoWaitEntry *wait_tail;
 };
 
 // Registry lock: control path only (open, close, register, claims).

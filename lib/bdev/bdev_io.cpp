@@ -461,7 +461,33 @@ void io_complete(BdevIo *io, NvmeStatus status) {
 }
 
 void free_io(BdevIo *io) {
-    push_free(io->priv->ch, io);
+    BdevChannel *bc = io->priv->ch;
+    push_free(bc, io);
+    if (bc->wait_head != nullptr) {
+        // Hand the freed bdev_io to the oldest waiter; its submit takes it.
+        IoWaitEntry *e = bc->wait_head;
+        bc->wait_head = e->next;
+        if (bc->wait_head == nullptr) {
+            bc->wait_tail = nullptr;
+        }
+        e->next = nullptr;
+        e->cb(e->cb_arg);
+    }
+}
+
+int queue_io_wait(thread::IoChannel *ch, IoWaitEntry *entry) {
+    BdevChannel *bc = bdev_channel(ch);
+    if (entry == nullptr || entry->cb == nullptr || bc->free_list != nullptr) {
+        return -EINVAL;
+    }
+    entry->next = nullptr;
+    if (bc->wait_tail != nullptr) {
+        bc->wait_tail->next = entry;
+    } else {
+        bc->wait_head = entry;
+    }
+    bc->wait_tail = entry;
+    return 0;
 }
 NvmeStatus io_status(const BdevIo *io) {
     return io->priv->status;

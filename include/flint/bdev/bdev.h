@@ -103,6 +103,18 @@ int comparev(Desc *d, thread::IoChannel *ch, const iovec *iov, int iovcnt, uint6
 // -EBUSY while another reset of the bdev is in progress.
 int reset(Desc *d, thread::IoChannel *ch, IoCallback cb, void *cb_arg);
 
+// What to do once a bdev_io is free again after -ENOMEM. The caller owns the entry (no
+// allocation); it must stay valid until cb runs.
+struct IoWaitEntry {
+    void (*cb)(void *arg) = nullptr;
+    void *cb_arg = nullptr;
+    IoWaitEntry *next = nullptr;  // the layer's
+};
+// Queues entry on ch: cb runs on this thread once a bdev_io of ch has been freed, in queue
+// order, one entry per freed bdev_io. Use it only after a submit returned -ENOMEM (returns
+// -EINVAL if the channel has a free bdev_io or cb is null).
+int queue_io_wait(thread::IoChannel *ch, IoWaitEntry *entry);
+
 NvmeStatus io_status(const BdevIo *io);
 IoType io_type(const BdevIo *io);
 // Returns a completed bdev_io to its channel.

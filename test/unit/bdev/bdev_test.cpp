@@ -282,6 +282,52 @@ TEST_F(BdevTest, PoolExhaustionIsNoMemoryThenRecovers) {
     pump();
 }
 
+TEST_F(BdevTest, IoWaitRunsWhenABdevIoIsFreed) {
+    bdev::options().bdev_io_cache_size = 2;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("Fake0", false, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    bdev::options().bdev_io_cache_size = 256;
+    std::vector<uint8_t> buf(512);
+    Result r;
+    ASSERT_EQ(0, bdev::read(d, ch, buf.data(), 0, 1, on_done, &r));
+    bdev::IoWaitEntry early;
+    early.cb = [](void *) {};
+    EXPECT_EQ(-EINVAL, bdev::queue_io_wait(ch, &early));  // a bdev_io is still free
+    ASSERT_EQ(0, bdev::read(d, ch, buf.data(), 0, 1, on_done, &r));
+    ASSERT_EQ(-ENOMEM, bdev::read(d, ch, buf.data(), 0, 1, on_done, &r));
+    struct Waiter {
+        bdev::IoWaitEntry entry;
+        bdev::Desc *d;
+        thread::IoChannel *ch;
+        uint8_t *buf;
+        Result *r;
+        int order;
+        std::vector<int> *log;
+    };
+    std::vector<int> log;
+    Waiter w1{{}, d, ch, buf.data(), &r, 1, &log};
+    Waiter w2{{}, d, ch, buf.data(), &r, 2, &log};
+    for (Waiter *w : {&w1, &w2}) {
+        w->entry.cb = [](void *arg) {
+            auto *w = static_cast<Waiter *>(arg);
+            w->log->push_back(w->order);
+            EXPECT_EQ(0, bdev::read(w->d, w->ch, w->buf, 0, 1, on_done, w->r));
+        };
+        w->entry.cb_arg = w;
+        ASSERT_EQ(0, bdev::queue_io_wait(ch, &w->entry));
+    }
+    ops_.complete_one();  // frees one bdev_io: the first waiter resubmits
+    EXPECT_EQ((std::vector<int>{1}), log);
+    ops_.complete_one();
+    EXPECT_EQ((std::vector<int>{1, 2}), log);
+    drain();
+    EXPECT_EQ(4, r.ok);
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
 TEST_F(BdevTest, WriteZeroesIsEmulatedWithWrites) {
     std::fill(ops_.data.begin(), ops_.data.end(), 0x5a);
     bdev::Desc *d;
