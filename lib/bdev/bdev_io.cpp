@@ -657,4 +657,16 @@ void get_iostat(Bdev *b, std::function<void(const IoStats &)> cb) {
         [sum, cb = std::move(cb)](int) { cb(*sum); });
 }
 
+void get_channel_iostats(Bdev *b, std::function<void(const std::vector<ChannelStats> &)> cb) {
+    auto list = std::make_shared<std::vector<ChannelStats>>();
+    thread::for_each_channel(
+        b,
+        [list](thread::ChannelIter &it) {
+            thread::Thread *t = thread::channel_thread(it.channel());
+            list->push_back({t->id(), t->name(), bdev_channel(it.channel())->stats});
+            it.next(0);
+        },
+        [list, cb = std::move(cb)](int) { cb(*list); });
+}
+
 }  // namespace flint::bdev

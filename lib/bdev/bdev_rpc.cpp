@@ -139,10 +139,42 @@ Json::Value iostat_json(Bdev *b, const IoStats &s) {
     return j;
 }
 
+// SPDK's per_channel form: one bdev, one entry per channel.
+void per_channel_iostat(const RequestPtr &req, Bdev *b) {
+    get_channel_iostats(b, [req, b](const std::vector<ChannelStats> &chans) {
+        Json::Value out;
+        out["tick_rate"] = u64(util::tick_hz());
+        out["ticks"] = u64(util::ticks());
+        out["name"] = b->name;
+        out["channels"] = Json::Value(Json::arrayValue);
+        for (const auto &c : chans) {
+            Json::Value j = iostat_json(b, c.stats);
+            j.removeMember("name");
+            j["thread_id"] = u64(c.thread_id);
+            j["thread_name"] = c.thread_name;
+            out["channels"].append(j);
+        }
+        req->result(out);
+    });
+}
+
 void bdev_get_iostat(const RequestPtr &req) {
     ParamDecoder d(req->params());
     auto name = d.optional_string("name");
+    bool per_channel = d.optional_bool("per_channel").value_or(false);
     d.finish();
+    if (per_channel) {
+        if (!name) {
+            throw jsonrpc::Error(kInvalidParams,
+                                 "Invalid parameter 'per_channel': needs 'name' (one bdev)");
+        }
+        Bdev *b = get_bdev(*name);
+        if (b == nullptr) {
+            throw jsonrpc::Error(-ENODEV, "No such device");
+        }
+        per_channel_iostat(req, b);
+        return;
+    }
     std::vector<Bdev *> list;
     if (name) {
         Bdev *b = get_bdev(*name);

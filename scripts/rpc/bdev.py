@@ -82,10 +82,12 @@ def bdev_get_bdevs(client, name=None, timeout=None):
     return client.call("bdev_get_bdevs", params)
 
 
-def bdev_get_iostat(client, name=None):
+def bdev_get_iostat(client, name=None, per_channel=None):
     params = {}
     if name is not None:
         params["name"] = name
+    if per_channel:
+        params["per_channel"] = True
     return client.call("bdev_get_iostat", params)
 
 
@@ -208,12 +210,14 @@ def add_parsers(subparsers):
     p.set_defaults(func=_bdev_get_bdevs)
 
     def _bdev_get_iostat(args):
-        print_json(bdev_get_iostat(args.client, name=args.name))
+        print_json(bdev_get_iostat(args.client, name=args.name, per_channel=args.per_channel))
 
     p = subparsers.add_parser("bdev_get_iostat",
                               help="Display current I/O statistics of all the blockdevs or "
                                    "specified blockdev.")
     p.add_argument("-b", "--name", help="Name of the Blockdev. Example: Nvme0n1")
+    p.add_argument("-c", "--per-channel", action="store_true",
+                   help="Display per channel I/O statistics of the blockdev (needs -b)")
     p.set_defaults(func=_bdev_get_iostat)
 
     def _bdev_wait_for_examine(args):

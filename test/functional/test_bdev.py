@@ -319,6 +319,11 @@ class BdevRpcTest(unittest.TestCase):
         one = t.rpc("bdev_get_iostat", "-b", "NullS")
         self.assertEqual([b["name"] for b in one["bdevs"]], ["NullS"])
         self.assertRpcError("bdev_get_iostat", "-b", "NoSuchBdev", codes=[ENODEV])
+        # per channel: one bdev; no thread holds a channel of it in an idle target.
+        chans = t.rpc("bdev_get_iostat", "-b", "NullS", "-c")
+        self.assertEqual(chans["name"], "NullS")
+        self.assertEqual(chans["channels"], [])
+        self.assertRpcError("bdev_get_iostat", "-c", codes=[-32602])
         t.rpc("bdev_malloc_delete", "MallocS")
         t.rpc("bdev_null_delete", "NullS")
 

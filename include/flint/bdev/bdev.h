@@ -137,6 +137,15 @@ struct IoStats {
 // the calling thread.
 void get_iostat(Bdev *bdev, std::function<void(const IoStats &)> cb);
 
+struct ChannelStats {
+    uint64_t thread_id;
+    std::string thread_name;
+    IoStats stats;
+};
+// The statistics of each live channel of a bdev (one per thread that has one), gathered on
+// each channel's own thread; cb runs on the calling thread.
+void get_channel_iostats(Bdev *bdev, std::function<void(const std::vector<ChannelStats> &)> cb);
+
 struct Options {
     // bdev_ios across all channels. Each channel reserves its whole cache from it, so the
     // pool also caps the number of (bdev, thread) channels: 65535 / 256 = 255 by default.

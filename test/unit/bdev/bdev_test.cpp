@@ -232,6 +232,13 @@ TEST_F(BdevTest, WriteThenReadBackThroughIovecs) {
         EXPECT_EQ(1024u, st.bytes_read);
         EXPECT_EQ(1u, st.num_write_ops);
         EXPECT_EQ(1024u, st.bytes_written);
+        std::vector<bdev::ChannelStats> chans;
+        bdev::get_channel_iostats(&b_, [&](const auto &c) { chans = c; });
+        pump();
+        ASSERT_EQ(1u, chans.size());
+        EXPECT_EQ(t_->id(), chans[0].thread_id);
+        EXPECT_EQ("bdev_test", chans[0].thread_name);
+        EXPECT_EQ(1u, chans[0].stats.num_read_ops);
     }
     thread::put_io_channel(ch);
     bdev::close(d);
