@@ -420,8 +420,15 @@ int channel_create(Bdev *b, void *ctx) {
         bc->~BdevChannel();
         return -ENOMEM;
     }
-    bc->ios = std::make_unique<BdevIo[]>(n);
-    bc->privs = std::make_unique<BdevIo::Private[]>(n);
+    bc->ios.reset(new (std::nothrow) BdevIo[n]);
+    bc->privs.reset(new (std::nothrow) BdevIo::Private[n]);
+    if (!bc->ios || !bc->privs) {
+        FLINT_ERRLOG("bdev '%s': cannot allocate %u bdev_ios for a channel", b->name.c_str(), n);
+        thread::put_io_channel(bc->module_ch);
+        g_ios_in_pools.fetch_sub(n);
+        bc->~BdevChannel();
+        return -ENOMEM;
+    }
     for (uint32_t i = n; i-- > 0;) {
         BdevIo *io = &bc->ios[i];
         io->bdev = b;

@@ -227,8 +227,9 @@ void bdev_wait_for_examine(const RequestPtr &req) {
 
 void bdev_set_options(const RequestPtr &req) {
     ParamDecoder d(req->params());
-    auto pool = d.optional_uint("bdev_io_pool_size", UINT32_MAX);
-    auto cache = d.optional_uint("bdev_io_cache_size", UINT32_MAX);
+    // Bounded so a channel's preallocation (about 400 bytes a bdev_io) stays sane.
+    auto pool = d.optional_uint("bdev_io_pool_size", 1u << 24);
+    auto cache = d.optional_uint("bdev_io_cache_size", 65536);
     d.finish();
     Options o = options();
     if (pool) {

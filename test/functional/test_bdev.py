@@ -360,6 +360,11 @@ class BdevConfigTest(unittest.TestCase):
         make_file(aio_path, 4 * 1024 * 1024)
         malloc_uuid = str(uuid.uuid4())
         with BdevTarget("-m", "0x1", "--wait-for-rpc") as t:
+            # Out of range, or a pool smaller than one channel's cache: refused, nothing set.
+            for args in (["-c", "0"], ["-c", "70000"], ["-p", "20000000"], ["-p", "100"]):
+                with self.assertRaises(RpcError) as cm:
+                    t.rpc("bdev_set_options", *args)
+                self.assertEqual(cm.exception.code, -32602, cm.exception)
             t.rpc("bdev_set_options", "-p", "8192", "-c", "256")
             t.rpc("framework_start_init")
             t.rpc("framework_wait_init")
