@@ -198,4 +198,28 @@ void delete_rpc(const jsonrpc::RequestPtr &req,
     });
 }
 
+bool validate_geometry(uint64_t num_blocks, uint32_t block_size, uint64_t max_bytes,
+                       const std::string &uuid, std::string *error) {
+    auto bad = [error](const char *field, const std::string &why) {
+        *error = std::string("Invalid parameter '") + field + "': " + why;
+        return false;
+    };
+    if (num_blocks == 0) {
+        return bad("num_blocks", "must be greater than 0");
+    }
+    // SPDK also takes 520, 4160... with interleaved metadata; Flint has no metadata.
+    if (block_size != 512 && block_size != 1024 && block_size != 2048 && block_size != 4096) {
+        return bad("block_size",
+                   std::to_string(block_size) + " is not one of 512, 1024, 2048, 4096");
+    }
+    if (num_blocks > max_bytes / block_size) {
+        return bad("num_blocks", std::to_string(num_blocks) + " blocks of " +
+                                     std::to_string(block_size) + " bytes is too large");
+    }
+    if (std::string u; !normalize_create_uuid(uuid, &u)) {
+        return bad("uuid", "'" + uuid + "' is not a UUID (8-4-4-4-12 hex digits)");
+    }
+    return true;
+}
+
 }  // namespace flint::bdev

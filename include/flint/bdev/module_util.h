@@ -118,6 +118,12 @@ using DeleteDone = std::function<void(int errno_rc, const std::string &message)>
 // error without ever calling its callback or returning 0 and calling it exactly once.
 void delete_module_bdev(Module *m, const std::string &name, const char *kind, DeleteDone done);
 
+// Checks what a memory-backed module is asked to create: num_blocks > 0, block_size one of
+// 512, 1024, 2048, 4096 (no metadata formats), num_blocks * block_size within max_bytes, and
+// uuid empty or a uuid. False with *error naming the parameter otherwise.
+bool validate_geometry(uint64_t num_blocks, uint32_t block_size, uint64_t max_bytes,
+                       const std::string &uuid, std::string *error);
+
 // SPDK's save_config writes metadata and protection params for malloc and null bdevs; Flint
 // has no metadata. Takes those params from d and accepts only their no-metadata values
 // (physical_block_size 0 or a multiple of block_size, md_size/dif_type/dif_pi_format 0,

@@ -202,26 +202,7 @@ std::string MallocModule::next_default_name() {
 }  // namespace
 
 bool validate(const Options &o, std::string *error) {
-    auto bad = [error](const char *field, const std::string &why) {
-        *error = std::string("Invalid parameter '") + field + "': " + why;
-        return false;
-    };
-    if (o.num_blocks == 0) {
-        return bad("num_blocks", "must be greater than 0");
-    }
-    if (o.block_size != 512 && o.block_size != 1024 && o.block_size != 2048 &&
-        o.block_size != 4096) {
-        return bad("block_size",
-                   std::to_string(o.block_size) + " is not one of 512, 1024, 2048, 4096");
-    }
-    if (o.num_blocks > SIZE_MAX / o.block_size) {
-        return bad("num_blocks", std::to_string(o.num_blocks) + " blocks of " +
-                                     std::to_string(o.block_size) + " bytes is too large");
-    }
-    if (std::string uuid; !bdev::normalize_create_uuid(o.uuid, &uuid)) {
-        return bad("uuid", "'" + o.uuid + "' is not a UUID (8-4-4-4-12 hex digits)");
-    }
-    return true;
+    return bdev::validate_geometry(o.num_blocks, o.block_size, SIZE_MAX, o.uuid, error);
 }
 
 int create(const Options &opts, std::string *name_out, std::string *error) {

@@ -165,23 +165,7 @@ bool validate(const Options &o, std::string *error) {
     if (o.name.empty()) {
         return bad("name", "must not be empty");
     }
-    if (o.num_blocks == 0) {
-        return bad("num_blocks", "must be greater than 0");
-    }
-    // SPDK also takes 520, 4160... with interleaved metadata; Flint has no metadata.
-    if (o.block_size != 512 && o.block_size != 1024 && o.block_size != 2048 &&
-        o.block_size != 4096) {
-        return bad("block_size",
-                   std::to_string(o.block_size) + " is not one of 512, 1024, 2048, 4096");
-    }
-    if (o.num_blocks > UINT64_MAX / o.block_size) {
-        return bad("num_blocks", std::to_string(o.num_blocks) + " blocks of " +
-                                     std::to_string(o.block_size) + " bytes is too large");
-    }
-    if (std::string uuid; !bdev::normalize_create_uuid(o.uuid, &uuid)) {
-        return bad("uuid", "'" + o.uuid + "' is not a UUID (8-4-4-4-12 hex digits)");
-    }
-    return true;
+    return bdev::validate_geometry(o.num_blocks, o.block_size, UINT64_MAX, o.uuid, error);
 }
 
 int create(const Options &opts, std::string *name_out, std::string *error) {

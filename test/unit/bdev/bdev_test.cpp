@@ -7,6 +7,7 @@
 #include <deque>
 #include <vector>
 
+#include "../common/eal_env.h"
 #include "flint/bdev/module.h"
 #include "flint/env/env.h"
 #include "flint/util/time.h"
@@ -17,19 +18,7 @@ using bdev::IoType;
 
 namespace {
 
-class EalEnv : public ::testing::Environment {
-public:
-    void SetUp() override {
-        env::Options o;
-        o.name = "bdev_test";
-        o.core_mask = "0x1";
-        o.no_huge = true;
-        std::string err;
-        ASSERT_EQ(0, env::init(o, &err)) << err;
-    }
-    void TearDown() override { env::fini(); }
-};
-[[maybe_unused]] auto *g_env = ::testing::AddGlobalTestEnvironment(new EalEnv);
+FLINT_TEST_EAL_ENV("bdev_test");
 
 struct FakeModule : bdev::Module {
     const char *name() const override { return "fake"; }

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/eal_env.h"
 #include "bdev_aio.h"
 #include "flint/bdev/module.h"
 #include "flint/env/env.h"
@@ -31,19 +32,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class EalEnv : public ::testing::Environment {
-public:
-    void SetUp() override {
-        env::Options o;
-        o.name = "bdev_aio_test";
-        o.core_mask = "0x1";
-        o.no_huge = true;
-        std::string err;
-        ASSERT_EQ(0, env::init(o, &err)) << err;
-    }
-    void TearDown() override { env::fini(); }
-};
-[[maybe_unused]] auto *g_env = ::testing::AddGlobalTestEnvironment(new EalEnv);
+FLINT_TEST_EAL_ENV("bdev_aio_test");
 
 struct Result {
     int done = 0;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/eal_env.h"
 #include "bdev_malloc.h"
 #include "bdev_null.h"
 #include "flint/bdev/module.h"
@@ -28,19 +29,7 @@ using bdev::IoType;
 
 namespace {
 
-class EalEnv : public ::testing::Environment {
-public:
-    void SetUp() override {
-        env::Options o;
-        o.name = "bdev_malloc_null_test";
-        o.core_mask = "0x1";
-        o.no_huge = true;
-        std::string err;
-        ASSERT_EQ(0, env::init(o, &err)) << err;
-    }
-    void TearDown() override { env::fini(); }
-};
-[[maybe_unused]] auto *g_env = ::testing::AddGlobalTestEnvironment(new EalEnv);
+FLINT_TEST_EAL_ENV("bdev_malloc_null_test");
 
 struct IoWait {
     bool done = false;
