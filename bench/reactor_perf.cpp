@@ -138,8 +138,9 @@ int main(int argc, char **argv) {
         total += rate;
         std::printf("core %u: %.0f %s/s\n", cores[i], rate, unit);
     }
-    std::printf("mode %s%s depth %d: total %.0f %s/s, %.0f per core\n", g_mode.c_str(), g_unbatched ? " unbatched" : "", depth, total,
-                unit, total / static_cast<double>(cores.size()));
+    std::printf("mode %s%s depth %d: total %.0f %s/s, %.0f per core\n", g_mode.c_str(),
+                g_unbatched ? " unbatched" : "", depth, total, unit,
+                total / static_cast<double>(cores.size()));
     event::reactors_fini();
     env::fini();
     return 0;

@@ -2,12 +2,12 @@
 
 #include <cstdio>
 
-#include "flint/bdev/bdev.h"
-#include "flint/event/app.h"
-#include "flint/nvmf/tgt.h"
 #include "bdev_aio.h"
 #include "bdev_malloc.h"
 #include "bdev_null.h"
+#include "flint/bdev/bdev.h"
+#include "flint/event/app.h"
+#include "flint/nvmf/tgt.h"
 
 int main(int argc, char **argv) {
     flint::event::AppOptions opts;

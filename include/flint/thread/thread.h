@@ -54,7 +54,9 @@ extern thread_local uint64_t tls_poll_ticks;
 }
 // The tick at which the current poll() began (0 outside one): a clock for per-I/O
 // accounting that costs no rdtsc. Resolution is one poll iteration.
-inline uint64_t poll_ticks() { return detail::tls_poll_ticks; }
+inline uint64_t poll_ticks() {
+    return detail::tls_poll_ticks;
+}
 // Reactors and tests set this around poll().
 void set_current(Thread *t);
 
