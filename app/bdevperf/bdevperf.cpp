@@ -13,7 +13,6 @@
 // The data path (submit, complete) does not allocate, lock or log; latency is measured in
 // ticks. A failed I/O or a verify mismatch stops that job and makes the exit status 1.
 
-#include <getopt.h>
 
 #include <algorithm>
 #include <atomic>
@@ -979,22 +978,8 @@ bool parse_size(const char *s, uint64_t *out) {
 
 enum class Parsed { Ok, Help, Error };
 
-// Takes bdevperf's own options; the framework's go to event::parse_args.
+// bdevperf's own options (-q -o -w -M -t -j) ride on the framework's parser.
 Parsed parse_command_line(int argc, char **argv, event::AppOptions *opts) {
-    enum { kWaitForRpc = 256, kNoHuge };
-    static const option kLong[] = {
-        {"json", required_argument, nullptr, 'c'},
-        {"config", required_argument, nullptr, 'c'},
-        {"cpumask", required_argument, nullptr, 'm'},
-        {"rpc-socket", required_argument, nullptr, 'r'},
-        {"mem-size", required_argument, nullptr, 's'},
-        {"logflag", required_argument, nullptr, 'L'},
-        {"help", no_argument, nullptr, 'h'},
-        {"wait-for-rpc", no_argument, nullptr, kWaitForRpc},
-        {"no-huge", no_argument, nullptr, kNoHuge},
-        {nullptr, 0, nullptr, 0},
-    };
-    std::vector<std::string> app_args{argv[0]};
     uint64_t v = 0;
     std::string workload;
     bool have_q = false, have_o = false, have_w = false, have_t = false;
@@ -1002,72 +987,61 @@ Parsed parse_command_line(int argc, char **argv, event::AppOptions *opts) {
         std::fprintf(stderr, "%s: %s\n", argv[0], msg.c_str());
         return Parsed::Error;
     };
-    optind = 0;  // full reinitialisation of getopt
-    opterr = 0;
-    int ch;
-    while ((ch = getopt_long(argc, argv, ":q:o:w:M:t:j:c:m:r:s:L:h", kLong, nullptr)) != -1) {
+    event::AppArgs own;
+    own.short_opts = "q:o:w:M:t:j:";
+    own.parse = [&](int ch, const char *arg, std::string *err) {
         switch (ch) {
             case 'q':
-                if (!parse_uint(optarg, 1, kMaxQueueDepth, &v)) {
-                    return bad("invalid -q '" + std::string(optarg) + "': expected 1.." +
-                               std::to_string(kMaxQueueDepth));
+                if (!parse_uint(arg, 1, kMaxQueueDepth, &v)) {
+                    *err = "invalid -q '" + std::string(arg) + "': expected 1.." +
+                           std::to_string(kMaxQueueDepth);
+                    return false;
                 }
                 g_cfg.queue_depth = static_cast<uint32_t>(v);
                 have_q = true;
-                break;
+                return true;
             case 'o':
-                if (!parse_size(optarg, &v) || v == 0 || v > (1ULL << 30)) {
-                    return bad("invalid -o '" + std::string(optarg) +
-                               "': expected an I/O size in bytes (e.g. 4096 or 4k), at most 1g");
+                if (!parse_size(arg, &v) || v == 0 || v > (1ULL << 30)) {
+                    *err = "invalid -o '" + std::string(arg) +
+                           "': expected an I/O size in bytes (e.g. 4096 or 4k), at most 1g";
+                    return false;
                 }
                 g_cfg.io_size = v;
                 have_o = true;
-                break;
+                return true;
             case 'w':
-                workload = optarg;
+                workload = arg;
                 have_w = true;
-                break;
+                return true;
             case 'M':
-                if (!parse_uint(optarg, 0, 100, &v)) {
-                    return bad("invalid -M '" + std::string(optarg) + "': expected 0..100");
+                if (!parse_uint(arg, 0, 100, &v)) {
+                    *err = "invalid -M '" + std::string(arg) + "': expected 0..100";
+                    return false;
                 }
                 g_cfg.rwmix_read = static_cast<int>(v);
-                break;
+                return true;
             case 't':
-                if (!parse_uint(optarg, 1, 365ULL * 24 * 3600, &v)) {
-                    return bad("invalid -t '" + std::string(optarg) +
-                               "': expected a number of seconds > 0");
+                if (!parse_uint(arg, 1, 365ULL * 24 * 3600, &v)) {
+                    *err =
+                        "invalid -t '" + std::string(arg) + "': expected a number of seconds > 0";
+                    return false;
                 }
                 g_cfg.time_s = static_cast<uint32_t>(v);
                 have_t = true;
-                break;
-            case 'j':
-                g_cfg.json_output = optarg;
-                break;
-            case 'c':
-            case 'm':
-            case 'r':
-            case 's':
-            case 'L':
-                app_args.push_back(std::string("-") + static_cast<char>(ch));
-                app_args.emplace_back(optarg);
-                break;
-            case kWaitForRpc:
-                app_args.emplace_back("--wait-for-rpc");
-                break;
-            case kNoHuge:
-                app_args.emplace_back("--no-huge");
-                break;
-            case 'h':
-                return Parsed::Help;
-            case ':':
-                return bad(std::string("option '") + argv[optind - 1] + "' needs an argument");
-            default:
-                return bad(std::string("unknown option '") + argv[optind - 1] + "'");
+                return true;
+            default:  // 'j'
+                g_cfg.json_output = arg;
+                return true;
         }
-    }
-    if (optind < argc) {
-        return bad(std::string("unexpected argument '") + argv[optind] + "'");
+    };
+    std::string error;
+    switch (event::parse_args(argc, argv, opts, &error, own)) {
+        case event::ParseResult::Help:
+            return Parsed::Help;
+        case event::ParseResult::Error:
+            return bad(error);
+        case event::ParseResult::Ok:
+            break;
     }
     if (!have_q) {
         return bad("missing -q (queue depth)");
@@ -1103,21 +1077,7 @@ Parsed parse_command_line(int argc, char **argv, event::AppOptions *opts) {
                    ": must be a multiple of 512 bytes");
     }
 
-    std::vector<char *> av;
-    for (auto &a : app_args) {
-        av.push_back(a.data());
-    }
-    av.push_back(nullptr);
-    std::string error;
-    switch (event::parse_args(static_cast<int>(app_args.size()), av.data(), opts, &error)) {
-        case event::ParseResult::Ok:
-            return Parsed::Ok;
-        case event::ParseResult::Help:
-            return Parsed::Help;
-        case event::ParseResult::Error:
-            return bad(error);
-    }
-    return Parsed::Error;
+    return Parsed::Ok;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 
 #include "flint/env/env.h"
@@ -277,7 +278,8 @@ void print_usage(const char *prog) {
         prog, kDefaultRpcSocket);
 }
 
-ParseResult parse_args(int argc, char **argv, AppOptions *opts, std::string *error) {
+ParseResult parse_args(int argc, char **argv, AppOptions *opts, std::string *error,
+                       const AppArgs &app) {
     enum { kWaitForRpc = 256, kNoHuge };
     static const option kLong[] = {
         {"json", required_argument, nullptr, 'c'},
@@ -294,7 +296,8 @@ ParseResult parse_args(int argc, char **argv, AppOptions *opts, std::string *err
     optind = 1;
     opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, ":c:m:r:s:L:h", kLong, nullptr)) != -1) {
+    const std::string shorts = std::string(":c:m:r:s:L:h") + app.short_opts;
+    while ((ch = getopt_long(argc, argv, shorts.c_str(), kLong, nullptr)) != -1) {
         switch (ch) {
             case 'c':
                 opts->json_config_file = optarg;
@@ -340,6 +343,12 @@ ParseResult parse_args(int argc, char **argv, AppOptions *opts, std::string *err
                 *error = std::string("option '") + argv[optind - 1] + "' needs an argument";
                 return ParseResult::Error;
             default:
+                if (ch > 0 && ch < 128 && app.parse && std::strchr(app.short_opts, ch) != nullptr) {
+                    if (!app.parse(ch, optarg, error)) {
+                        return ParseResult::Error;
+                    }
+                    break;
+                }
                 *error = std::string("unknown option '") + argv[optind - 1] + "'";
                 return ParseResult::Error;
         }

@@ -27,7 +27,14 @@ struct AppOptions {
 enum class ParseResult { Ok, Help, Error };
 // Parses SPDK's options: -m/--cpumask, -c/--json, -r/--rpc-socket, --wait-for-rpc,
 // -s/--mem-size, --no-huge, -L/--logflag, -h/--help. Help text goes to stdout; errors set *error.
-ParseResult parse_args(int argc, char **argv, AppOptions *opts, std::string *error);
+// An app's own short options (getopt syntax, e.g. "q:o:w:"), handed to `parse` with their
+// argument (nullptr for a flag). parse returns false with *error set to refuse a value.
+struct AppArgs {
+    const char *short_opts = "";
+    std::function<bool(int opt, const char *arg, std::string *error)> parse;
+};
+ParseResult parse_args(int argc, char **argv, AppOptions *opts, std::string *error,
+                       const AppArgs &app = {});
 void print_usage(const char *prog);
 
 // Runs the application until shutdown; returns the process exit code.

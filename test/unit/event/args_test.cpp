@@ -57,4 +57,43 @@ TEST(Args, Errors) {
     EXPECT_EQ(ParseResult::Help, parse({"-h"}, &o, &err));
 }
 
+TEST(Args, AppOptionsRideOnTheFrameworkParser) {
+    AppOptions o;
+    std::string err;
+    int q = 0;
+    bool flag = false;
+    AppArgs app;
+    app.short_opts = "q:z";
+    app.parse = [&](int ch, const char *arg, std::string *e) {
+        if (ch == 'z') {
+            flag = true;
+            return true;
+        }
+        if (std::string(arg) == "bad") {
+            *e = "invalid -q 'bad'";
+            return false;
+        }
+        q = std::stoi(arg);
+        return true;
+    };
+    std::vector<const char *> args{"bdevperf", "-q", "128", "-m", "0x1", "-z"};
+    ASSERT_EQ(ParseResult::Ok, parse_args(static_cast<int>(args.size()),
+                                          const_cast<char **>(args.data()), &o, &err, app))
+        << err;
+    EXPECT_EQ(128, q);
+    EXPECT_TRUE(flag);
+    EXPECT_EQ("0x1", o.core_mask);
+    std::vector<const char *> bad{"bdevperf", "-q", "bad"};
+    EXPECT_EQ(ParseResult::Error, parse_args(static_cast<int>(bad.size()),
+                                             const_cast<char **>(bad.data()), &o, &err, app));
+    EXPECT_EQ("invalid -q 'bad'", err);
+    std::vector<const char *> missing{"bdevperf", "-q"};
+    EXPECT_EQ(ParseResult::Error, parse_args(static_cast<int>(missing.size()),
+                                             const_cast<char **>(missing.data()), &o, &err, app));
+    EXPECT_EQ("option '-q' needs an argument", err);
+    std::vector<const char *> other{"nvmf_tgt", "-q", "1"};  // not an option of this app
+    EXPECT_EQ(ParseResult::Error, parse_args(static_cast<int>(other.size()),
+                                             const_cast<char **>(other.data()), &o, &err));
+}
+
 }  // namespace
