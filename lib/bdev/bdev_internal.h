@@ -79,6 +79,28 @@ inline BdevChannel *bdev_channel(thread::IoChannel *ch) {
 // Creates and destroys a bdev's channels (registered as the bdev's io_device callbacks).
 int channel_create(Bdev *bdev, void *ctx);
 void channel_destroy(Bdev *bdev, void *ctx);
+// bdev_channel.cpp: the channel's free bdev_ios; nullptr when none is free.
+BdevIo *pop_free_io(BdevChannel *bc);
+
+// bdev_io.cpp: the checks every submission makes and a bdev_io for it, or nullptr with *rc set.
+bool is_write_type(IoType t);
+BdevIo *prepare(Desc *d, thread::IoChannel *ch, IoType type, uint64_t offset, uint64_t num,
+                IoCallback cb, void *cb_arg, int *rc);
+// The stages of a request. dispatch() runs the stages that may hold a request
+// back (and resume it later), then execute(), which sends it to the module by type: start()
+// as it is, start_rw() split to the bdev's limits, or start_write_zeroes_emulated().
+void dispatch(BdevIo *io);
+void execute(BdevIo *io);
+void start(BdevIo *io);
+// Completes on a later turn of this thread: never inside the submit call.
+void complete_later(BdevIo *io, NvmeStatus status);
+// Accounts the request in its channel's statistics and calls the user's callback.
+void finish(BdevIo *io);
+void account(IoStats &s, const BdevIo *io, uint64_t ticks, bool ok);
+// bdev_split.cpp
+void start_rw(BdevIo *io);
+void start_write_zeroes_emulated(BdevIo *io);
+
 // A zeroed DMA buffer for write zeroes emulation and its size.
 void *zero_buffer();
 size_t zero_buffer_size();
