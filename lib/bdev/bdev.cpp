@@ -57,6 +57,7 @@ Bdev *find_locked(const std::string &name) {
 void finish_unregister(Bdev *b) {
     FLINT_DEBUGLOG(bdev, "bdev '%s' has no descriptors left; destroying", b->name.c_str());
     thread::io_device_unregister(b, [b] {
+        qos_free(b);  // no channel points at it any more
         {
             std::lock_guard lock(registry_mutex());
             std::erase(g_bdevs, b);
@@ -117,7 +118,7 @@ void free_zero_buffer() {
 
 int register_bdev(Bdev *b) {
     if (b == nullptr || b->name.empty() || b->ops == nullptr || b->module == nullptr ||
-        b->num_blocks == 0 || b->block_size < 512 || b->block_size > 65536 ||
+        b->num_blocks == 0 || b->block_size < 512 || b->block_size > 65536 || b->acwu == 0 ||
         (b->block_size & (b->block_size - 1)) != 0) {
         return -EINVAL;
     }
@@ -150,6 +151,7 @@ int register_bdev(Bdev *b) {
         }
         b->state = std::make_unique<BdevState>();
         b->state->num_blocks.store(b->num_blocks);
+        b->state->lock_thread = thread::current();
         g_bdevs.push_back(b);
     }
     thread::io_device_register(

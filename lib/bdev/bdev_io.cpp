@@ -66,12 +66,13 @@ BdevIo *prepare(Desc *d, thread::IoChannel *ch, IoType type, uint64_t offset, ui
         *rc = -ENODEV;
         return nullptr;
     }
-    if (is_write_type(type) && !d->write) {
+    if ((is_write_type(type) || type == IoType::Abort) && !d->write) {
         *rc = -EBADF;
         return nullptr;
     }
     uint64_t size = b->state->num_blocks.load(std::memory_order_relaxed);
-    if (type != IoType::Reset && (num == 0 || offset >= size || num > size - offset)) {
+    if (type != IoType::Reset && type != IoType::Abort &&
+        (num == 0 || offset >= size || num > size - offset)) {
         *rc = -EINVAL;
         return nullptr;
     }
@@ -90,11 +91,13 @@ BdevIo *prepare(Desc *d, thread::IoChannel *ch, IoType type, uint64_t offset, ui
     p->cb_arg = cb_arg;
     p->on_done = nullptr;
     p->status = nvme_status::kSuccess;
+    p->stage = IoStage::Idle;
+    p->tracked = false;
+    p->buf_len = 0;
+    p->bounce = false;
     *rc = 0;
     return io;
 }
-
-namespace {
 
 bool iov_covers(const iovec *iov, int iovcnt, uint64_t bytes) {
     if (iov == nullptr || iovcnt <= 0) {
@@ -107,6 +110,21 @@ bool iov_covers(const iovec *iov, int iovcnt, uint64_t bytes) {
     return total == bytes;
 }
 
+namespace {
+
+// A null base is the caller asking the layer for the buffer: reads only, one iovec, and
+// no larger than an iobuf large buffer.
+bool buffers_ok(IoType type, const iovec *iov, int iovcnt, uint64_t bytes) {
+    for (int i = 0; i < iovcnt; ++i) {
+        if (iov[i].iov_base == nullptr && iov[i].iov_len != 0 &&
+            (type != IoType::Read || iovcnt != 1 ||
+             bytes > thread::iobuf_get_options().large_bufsize)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 int submit_vec(Desc *d, thread::IoChannel *ch, IoType type, const iovec *iov, int iovcnt,
                uint64_t offset, uint64_t num, IoCallback cb, void *cb_arg) {
     int rc;
@@ -114,7 +132,8 @@ int submit_vec(Desc *d, thread::IoChannel *ch, IoType type, const iovec *iov, in
     if (io == nullptr) {
         return rc;
     }
-    if (!iov_covers(iov, iovcnt, num * io->bdev->block_size)) {
+    uint64_t bytes = num * io->bdev->block_size;
+    if (!iov_covers(iov, iovcnt, bytes) || !buffers_ok(type, iov, iovcnt, bytes)) {
         free_io(io);
         return -EINVAL;
     }
@@ -131,11 +150,11 @@ int submit_buf(Desc *d, thread::IoChannel *ch, IoType type, void *buf, uint64_t 
     if (io == nullptr) {
         return rc;
     }
-    if (buf == nullptr) {
+    io->priv->iov = {buf, num * io->bdev->block_size};
+    if (!buffers_ok(type, &io->priv->iov, 1, io->priv->iov.iov_len)) {
         free_io(io);
         return -EINVAL;
     }
-    io->priv->iov = {buf, num * io->bdev->block_size};
     io->iovs = &io->priv->iov;
     io->iovcnt = 1;
     dispatch(io);
@@ -160,6 +179,22 @@ int submit_plain(Desc *d, thread::IoChannel *ch, IoType type, uint64_t offset, u
 }  // namespace
 
 void dispatch(BdevIo *io) {
+    BdevIo::Private *p = io->priv;
+    BdevChannel *bc = p->ch;
+    p->tracked = true;
+    p->track_type = io->type;
+    p->track_offset = io->offset_blocks;
+    p->track_num = io->num_blocks;
+    p->track_prev = nullptr;
+    p->track_next = bc->tracked_head;
+    if (bc->tracked_head != nullptr) {
+        bc->tracked_head->priv->track_prev = io;
+    }
+    bc->tracked_head = io;
+    // QoS holds it (and its channel's poller executes it) when over budget.
+    if (bc->qos != nullptr && !qos_admit(io)) {
+        return;
+    }
     execute(io);
 }
 
@@ -169,6 +204,17 @@ void execute(BdevIo *io) {
         complete_later(io, nvme_status::kAbortedSqDeletion);
         return;
     }
+    if (bc->num_ranges != 0 && lock_holds(io)) {
+        return;
+    }
+    if (buf_needed(io) && buf_wait(io)) {
+        return;
+    }
+    submit_by_type(io);
+}
+
+void submit_by_type(BdevIo *io) {
+    io->priv->stage = IoStage::Executing;
     switch (io->type) {
         case IoType::Read:
         case IoType::Write:
@@ -180,6 +226,9 @@ void execute(BdevIo *io) {
             } else {
                 start_write_zeroes_emulated(io);
             }
+            break;
+        case IoType::CompareAndWrite:
+            start_compare_and_write(io);
             break;
         default:
             start(io);
@@ -200,6 +249,25 @@ void start(BdevIo *io) {
 
 void finish(BdevIo *io) {
     BdevIo::Private *p = io->priv;
+    if (p->bounce && p->buf_len != 0) {
+        buf_unbounce(io);
+    }
+    if (p->tracked) {
+        BdevChannel *bc = p->ch;
+        p->tracked = false;
+        p->stage = IoStage::Idle;
+        if (p->track_prev != nullptr) {
+            p->track_prev->priv->track_next = p->track_next;
+        } else {
+            bc->tracked_head = p->track_next;
+        }
+        if (p->track_next != nullptr) {
+            p->track_next->priv->track_prev = p->track_prev;
+        }
+        if (bc->num_ranges != 0 && is_write_type(io->type)) {
+            lock_write_finished(bc);
+        }
+    }
     account(p->ch->stats, io, thread::poll_ticks() - p->submit_tsc, p->status.ok());
     p->cb(io, p->status.ok(), p->cb_arg);
 }

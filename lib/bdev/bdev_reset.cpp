@@ -19,7 +19,13 @@ void set_frozen(Bdev *b, bool frozen, std::function<void()> then) {
     thread::for_each_channel(
         b,
         [frozen](thread::ChannelIter &it) {
-            bdev_channel(it.channel())->frozen = frozen;
+            BdevChannel *bc = bdev_channel(it.channel());
+            bc->frozen = frozen;
+            if (frozen) {
+                // I/O waiting for QoS budget is aborted now (execute() sees the freeze), as
+                // SPDK aborts its QoS queue: it neither delays the reset nor runs within it.
+                qos_release_held(bc);
+            }
             it.next(0);
         },
         [then = std::move(then)](int) { then(); });

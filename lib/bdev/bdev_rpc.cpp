@@ -31,11 +31,7 @@ Json::Value describe(Bdev *b) {
     j["block_size"] = b->block_size;
     j["num_blocks"] = u64(b->state->num_blocks.load());
     j["uuid"] = b->uuid;
-    // QoS is not implemented yet: every limit is 0 (unlimited), as SPDK reports it.
-    for (const char *k :
-         {"rw_ios_per_sec", "rw_mbytes_per_sec", "r_mbytes_per_sec", "w_mbytes_per_sec"}) {
-        j["assigned_rate_limits"][k] = 0;
-    }
+    qos_limits_json(b, j["assigned_rate_limits"]);  // 0: that limit is off
     std::string owner = claimed_by(b);
     j["claimed"] = !owner.empty();
     if (!owner.empty()) {
@@ -227,7 +223,7 @@ void bdev_wait_for_examine(const RequestPtr &req) {
 
 void bdev_set_options(const RequestPtr &req) {
     ParamDecoder d(req->params());
-    // Bounded so a channel's preallocation (about 400 bytes a bdev_io) stays sane.
+    // Bounded so the pool, allocated at init (under 1 KiB a bdev_io), stays sane.
     auto pool = d.optional_uint("bdev_io_pool_size", 1u << 24);
     auto cache = d.optional_uint("bdev_io_cache_size", 65536);
     d.finish();
@@ -242,11 +238,16 @@ void bdev_set_options(const RequestPtr &req) {
         throw jsonrpc::Error(kInvalidParams,
                              "Invalid parameter 'bdev_io_cache_size': must be at least 1");
     }
-    if (o.bdev_io_pool_size < o.bdev_io_cache_size) {
+    // SPDK's rule: with every thread's cache full, the global pool still holds at least
+    // one cache's worth for whichever thread runs short.
+    uint64_t threads = thread::thread_count();
+    uint64_t min_pool = uint64_t{o.bdev_io_cache_size} * (threads + 1);
+    if (o.bdev_io_pool_size < min_pool) {
         throw jsonrpc::Error(kInvalidParams,
                              "Invalid parameter 'bdev_io_pool_size': must be at least "
-                             "bdev_io_cache_size (" +
-                                 std::to_string(o.bdev_io_cache_size) + ")");
+                             "bdev_io_cache_size * (threads + 1) = " +
+                                 std::to_string(o.bdev_io_cache_size) + " * (" +
+                                 std::to_string(threads) + " + 1) = " + std::to_string(min_pool));
     }
     options() = o;
     req->result(true);
@@ -264,6 +265,7 @@ void write_config(Json::Value &config) {
     for (Bdev *b : bdevs()) {
         if (!b->state->removing.load()) {
             b->ops->write_config(config);
+            qos_write_config(b, config);  // after the entry that creates the bdev
         }
     }
     Json::Value wait;
@@ -272,11 +274,16 @@ void write_config(Json::Value &config) {
 }
 
 void bdev_init(std::function<void(int)> done) {
+    int rc = layer_init();
+    if (rc != 0) {
+        done(rc);
+        return;
+    }
     for (Module *m : modules()) {
-        int rc = m->init();
+        rc = m->init();
         if (rc != 0) {
             FLINT_ERRLOG("bdev module '%s' failed to initialise (%d)", m->name(), rc);
-            done(rc);
+            layer_fini([done, rc] { done(rc); });
             return;
         }
     }
@@ -291,7 +298,7 @@ void bdev_fini(std::function<void()> done) {
             (*it)->fini();
         }
         free_zero_buffer();
-        done();
+        layer_fini(done);  // once every thread has dropped its channels
     };
     for (Bdev *b : list) {
         ++*remaining;
@@ -316,7 +323,7 @@ void register_subsystem() {
     }
     event::subsystems().add({
         .name = "bdev",
-        .depends_on = {},
+        .depends_on = {"iobuf"},
         .init = bdev_init,
         .fini = bdev_fini,
         .write_config = write_config,
@@ -326,6 +333,7 @@ void register_subsystem() {
     r.add("bdev_get_iostat", bdev_get_iostat, jsonrpc::kRuntime);
     r.add("bdev_wait_for_examine", bdev_wait_for_examine, jsonrpc::kRuntime);
     r.add("bdev_set_options", bdev_set_options, jsonrpc::kStartup);
+    qos_register_rpc();
 }
 
 }  // namespace flint::bdev

@@ -1,85 +1,48 @@
-// Requests the layer runs as a series of chunks on one bdev_io: splitting reads and writes
-// to the bdev's limits, and write zeroes emulated with writes of a zeroed buffer.
+// Requests the layer runs as child bdev_ios: reads and writes split to the bdev's limits,
+// and write zeroes emulated with writes of a shared zeroed buffer. The parent keeps the
+// caller's request; up to kMaxSplitChildren children are at the module at once, each with
+// its own slice of the caller's iovecs. The parent completes once, after its last child,
+// with the first error any child had, and is accounted as the caller sent it.
 
 #include <algorithm>
 
 #include "bdev_internal.h"
-#include "flint/util/log.h"
 
 namespace flint::bdev {
 namespace {
 
-// ---- chunked requests: write zeroes emulation and boundary splitting ----
-// The same bdev_io is sent to the module once per chunk; on_done runs the next one.
+// Children of one parent at the module at once (SPDK's SPDK_BDEV_MAX_CHILDREN_REQS).
+constexpr uint32_t kMaxSplitChildren = 32;
 
-void chunk_begin(BdevIo *io, void (*step)(BdevIo *)) {
-    BdevIo::Private *p = io->priv;
-    p->on_done = step;
-    p->orig_type = io->type;
-    p->orig_offset = io->offset_blocks;
-    p->orig_blocks = io->num_blocks;
-    p->orig_iovs = io->iovs;
-    p->orig_iovcnt = io->iovcnt;
-    p->chunk_offset = io->offset_blocks;
-    p->chunk_remaining = io->num_blocks;
-    p->iov_idx = 0;
-    p->iov_off = 0;
-    p->submit_tsc = thread::poll_ticks();
-}
+void split_continue(BdevIo *parent, bool from_submit);
 
-void chunk_submit(BdevIo *io, uint64_t blocks) {
-    BdevIo::Private *p = io->priv;
-    io->offset_blocks = p->chunk_offset;
-    io->num_blocks = blocks;
-    p->chunk_offset += blocks;
-    p->chunk_remaining -= blocks;
-    ++p->ch->outstanding;
-    io->bdev->ops->submit(p->ch->module_ch, io);
-}
-
-// Reports the whole request, as the caller asked for it.
-void chunk_finish(BdevIo *io) {
-    BdevIo::Private *p = io->priv;
-    io->type = p->orig_type;
-    io->offset_blocks = p->orig_offset;
-    io->num_blocks = p->orig_blocks;
-    io->iovs = p->orig_iovs;
-    io->iovcnt = p->orig_iovcnt;
-    finish(io);
-}
-
-void write_zeroes_next(BdevIo *io) {
-    BdevIo::Private *p = io->priv;
-    uint32_t bs = io->bdev->block_size;
-    uint64_t blocks = std::min<uint64_t>(p->chunk_remaining, zero_buffer_size() / bs);
-    // One iovec per chunk, so the chunk also keeps to the transfer and segment limits.
-    const Bdev *b = io->bdev;
-    if (b->max_transfer_blocks != 0) {
-        blocks = std::min<uint64_t>(blocks, b->max_transfer_blocks);
+// Gathers up to want bytes of the caller's iovecs from the parent's cursor (idx, off) into
+// seg, within the segment limits; advances the cursor and returns the bytes gathered.
+uint64_t gather(const BdevIo *parent, uint64_t want, iovec *seg, int max_segs, uint64_t max_seg,
+                int *n, int *idx, size_t *off) {
+    uint64_t got = 0;
+    *n = 0;
+    while (got < want && *n < max_segs) {
+        const iovec &src = parent->iovs[*idx];
+        if (*off == src.iov_len) {  // also skips empty iovecs
+            ++*idx;
+            *off = 0;
+            continue;
+        }
+        size_t len = std::min<uint64_t>({src.iov_len - *off, want - got, max_seg});
+        seg[(*n)++] = {static_cast<char *>(src.iov_base) + *off, len};
+        got += len;
+        *off += len;
     }
-    if (b->max_segment_size >= bs) {
-        blocks = std::min<uint64_t>(blocks, b->max_segment_size / bs);
-    }
-    io->type = IoType::Write;
-    p->iov = {zero_buffer(), blocks * bs};
-    io->iovs = &p->iov;
-    io->iovcnt = 1;
-    chunk_submit(io, blocks);
+    return got;
 }
 
-void write_zeroes_step(BdevIo *io) {
-    if (io->priv->status.ok() && io->priv->chunk_remaining > 0) {
-        write_zeroes_next(io);
-    } else {
-        chunk_finish(io);
-    }
-}
-
-// Carves the next chunk out of the caller's iovecs within the bdev's limits. Returns false
-// if a single block needs more iovecs than a chunk may hold.
-bool split_next(BdevIo *io) {
-    BdevIo::Private *p = io->priv;
-    const Bdev *b = io->bdev;
+// The parent's next read or write child: as many blocks as the bdev's limits allow, with
+// the matching slice of the caller's iovecs. Returns the blocks, or 0 if a single block
+// needs more iovecs than a child may carry.
+uint64_t carve_rw(BdevIo *parent, BdevIo *child) {
+    BdevIo::Private *p = parent->priv;
+    const Bdev *b = parent->bdev;
     uint32_t bs = b->block_size;
     uint64_t blocks = p->chunk_remaining;
     if (b->optimal_io_boundary != 0) {
@@ -94,66 +57,145 @@ bool split_next(BdevIo *io) {
         max_segs = std::min<int>(max_segs, static_cast<int>(b->max_num_segments));
     }
     uint64_t max_seg = b->max_segment_size != 0 ? b->max_segment_size : UINT64_MAX;
-    uint64_t want = blocks * bs;
-    uint64_t got = 0;
-    int n = 0;
-    int idx = p->iov_idx;
+    iovec *seg = child->priv->split_iov;
+    int n, idx = p->iov_idx;
     size_t off = p->iov_off;
-    while (got < want && n < max_segs) {
-        const iovec &src = p->orig_iovs[idx];
-        size_t len = std::min<uint64_t>({src.iov_len - off, want - got, max_seg});
-        p->split_iov[n++] = {static_cast<char *>(src.iov_base) + off, len};
-        got += len;
-        off += len;
-        if (off == src.iov_len) {
-            ++idx;
-            off = 0;
+    uint64_t got = gather(parent, blocks * bs, seg, max_segs, max_seg, &n, &idx, &off);
+    if (got < blocks * bs) {
+        // Out of segments: send the whole blocks gathered. Gathering fewer bytes again
+        // yields a prefix of the same segments, and the cursor right after them.
+        blocks = got / bs;
+        if (blocks == 0) {
+            return 0;
         }
-    }
-    if (got < want) {
-        // Out of segments: send the whole blocks gathered so far.
-        uint64_t fit = got / bs;
-        if (fit == 0) {
-            return false;
-        }
-        uint64_t excess = got - fit * bs;
-        while (excess > 0) {  // give back the partial block at the end
-            iovec &last = p->split_iov[n - 1];
-            size_t cut = std::min<uint64_t>(excess, last.iov_len);
-            last.iov_len -= cut;
-            excess -= cut;
-            if (last.iov_len == 0) {
-                --n;
-            }
-            if (off >= cut) {
-                off -= cut;
-            } else {
-                --idx;
-                off = p->orig_iovs[idx].iov_len - (cut - off);
-            }
-        }
-        blocks = fit;
+        idx = p->iov_idx;
+        off = p->iov_off;
+        gather(parent, blocks * bs, seg, max_segs, max_seg, &n, &idx, &off);
     }
     p->iov_idx = idx;
     p->iov_off = off;
-    io->iovs = p->split_iov;
-    io->iovcnt = n;
-    chunk_submit(io, blocks);
-    return true;
+    child->type = parent->type;
+    child->iovs = seg;
+    child->iovcnt = n;
+    return blocks;
 }
 
-void split_step(BdevIo *io) {
-    BdevIo::Private *p = io->priv;
-    if (p->status.ok() && p->chunk_remaining > 0) {
-        if (split_next(io)) {
-            return;
-        }
-        p->status = nvme_status::kInvalidField;
+// The next write of zeroes: one iovec over the zero buffer, within the bdev's limits.
+uint64_t carve_zeroes(BdevIo *parent, BdevIo *child) {
+    BdevIo::Private *p = parent->priv;
+    const Bdev *b = parent->bdev;
+    uint32_t bs = b->block_size;
+    uint64_t blocks = std::min<uint64_t>(p->chunk_remaining, zero_buffer_size() / bs);
+    if (b->optimal_io_boundary != 0) {
+        blocks = std::min<uint64_t>(
+            blocks, b->optimal_io_boundary - p->chunk_offset % b->optimal_io_boundary);
     }
-    chunk_finish(io);
+    if (b->max_transfer_blocks != 0) {
+        blocks = std::min<uint64_t>(blocks, b->max_transfer_blocks);
+    }
+    if (b->max_segment_size >= bs) {
+        blocks = std::min<uint64_t>(blocks, b->max_segment_size / bs);
+    }
+    child->type = IoType::Write;
+    child->priv->split_iov[0] = {zero_buffer(), blocks * bs};
+    child->iovs = child->priv->split_iov;
+    child->iovcnt = 1;
+    return blocks;
 }
 
-// True if a read or write must be split to fit the bdev's limits.
+void complete_parent(BdevIo *parent, bool from_submit) {
+    BdevIo::Private *p = parent->priv;
+    if (from_submit) {
+        // Never inside the caller's submit call (a failed first child, or a module that
+        // completed every child inline).
+        complete_later(parent, p->status);
+    } else if (p->on_done != nullptr) {
+        p->on_done(parent);
+    } else {
+        finish(parent);
+    }
+}
+
+void split_child_done(BdevIo *child) {
+    BdevIo *parent = child->priv->split_parent;
+    BdevIo::Private *p = parent->priv;
+    if (!child->priv->status.ok() && p->status.ok()) {
+        p->status = child->priv->status;
+    }
+    --p->split_outstanding;
+    free_io(child);
+    if (!p->split_looping) {  // else the parent's submit loop below goes on
+        split_continue(parent, false);
+    }
+}
+
+void split_resume(void *arg) {
+    split_continue(static_cast<BdevIo *>(arg), false);
+}
+
+// Submits children until the request is covered, kMaxSplitChildren are out, a child fails,
+// or no bdev_io is free. Without a free bdev_io, a child's completion goes on; with no child
+// out, the parent waits on the thread's io-wait queue. Completes the parent after its last.
+void split_continue(BdevIo *parent, bool from_submit) {
+    BdevIo::Private *p = parent->priv;
+    BdevChannel *bc = p->ch;
+    bool zeroes = parent->type == IoType::WriteZeroes;
+    p->split_looping = true;
+    while (p->chunk_remaining > 0 && p->status.ok() && p->split_outstanding < kMaxSplitChildren) {
+        BdevIo *child = pop_free_io(bc);
+        if (child == nullptr) {
+            break;
+        }
+        uint64_t blocks = zeroes ? carve_zeroes(parent, child) : carve_rw(parent, child);
+        if (blocks == 0) {
+            p->status = nvme_status::kInvalidField;
+            free_io(child);
+            break;
+        }
+        child->offset_blocks = p->chunk_offset;
+        child->num_blocks = blocks;
+        p->chunk_offset += blocks;
+        p->chunk_remaining -= blocks;
+        BdevIo::Private *c = child->priv;
+        c->cb = nullptr;
+        c->cb_arg = nullptr;
+        c->on_done = split_child_done;
+        c->status = nvme_status::kSuccess;
+        c->stage = IoStage::Idle;  // children are not tracked: the parent is
+        c->tracked = false;
+        c->buf_len = 0;  // any buffer is the parent's
+        c->bounce = false;
+        c->split_parent = parent;
+        ++p->split_outstanding;
+        start(child);  // a child completed inline only counts (split_looping)
+    }
+    p->split_looping = false;
+    if (p->split_outstanding > 0) {
+        return;
+    }
+    if (p->chunk_remaining > 0 && p->status.ok()) {
+        queue_wait(bc->mgmt, &p->split_wait);
+        return;
+    }
+    complete_parent(parent, from_submit);
+}
+
+void split_begin(BdevIo *io) {
+    BdevIo::Private *p = io->priv;
+    p->chunk_offset = io->offset_blocks;
+    p->chunk_remaining = io->num_blocks;
+    p->iov_idx = 0;
+    p->iov_off = 0;
+    p->split_outstanding = 0;
+    p->split_looping = false;
+    p->split_wait.cb = split_resume;
+    p->split_wait.cb_arg = io;
+    p->submit_tsc = thread::poll_ticks();
+    split_continue(io, true);
+}
+
+}  // namespace
+
 bool needs_split(const BdevIo *io) {
     const Bdev *b = io->bdev;
     uint64_t off = io->offset_blocks, num = io->num_blocks;
@@ -177,23 +219,16 @@ bool needs_split(const BdevIo *io) {
     return false;
 }
 
-// Starts a read or write, split into chunks when it does not fit the bdev's limits.
-}  // namespace
-
 void start_rw(BdevIo *io) {
     if (!needs_split(io)) {
         start(io);
         return;
     }
-    chunk_begin(io, split_step);
-    if (!split_next(io)) {
-        complete_later(io, nvme_status::kInvalidField);
-    }
+    split_begin(io);
 }
 
 void start_write_zeroes_emulated(BdevIo *io) {
-    chunk_begin(io, write_zeroes_step);
-    write_zeroes_next(io);
+    split_begin(io);
 }
 
 }  // namespace flint::bdev

@@ -29,7 +29,7 @@ FLINT_LOG_FLAG(env);
 namespace flint::env {
 namespace {
 
-constexpr size_t kNoHugeDefaultMb = 256;
+constexpr size_t kNoHugeDefaultMb = 512;  // room for the default iobuf pools (196 MiB)
 
 std::mutex g_init_mutex;
 // Set once rte_eal_init has been attempted past our own validation: DPDK cannot re-init.

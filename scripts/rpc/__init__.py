@@ -8,10 +8,11 @@ from . import app
 from . import bdev
 from . import client
 from . import config
+from . import iobuf
 from . import log
 from . import nvmf
 
-MODULES = [app, log, bdev, nvmf, config]
+MODULES = [app, log, iobuf, bdev, nvmf, config]
 
 
 def add_parsers(subparsers):

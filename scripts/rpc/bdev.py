@@ -105,6 +105,19 @@ def bdev_set_options(client, bdev_io_pool_size=None, bdev_io_cache_size=None):
     return client.call("bdev_set_options", params)
 
 
+def bdev_set_qos_limit(client, name, rw_ios_per_sec=None, rw_mbytes_per_sec=None,
+                       r_mbytes_per_sec=None, w_mbytes_per_sec=None):
+    """Sets a bdev's QoS rate limits; a limit not given keeps its value, 0 turns it off."""
+    params = {"name": name}
+    for key, value in (("rw_ios_per_sec", rw_ios_per_sec),
+                       ("rw_mbytes_per_sec", rw_mbytes_per_sec),
+                       ("r_mbytes_per_sec", r_mbytes_per_sec),
+                       ("w_mbytes_per_sec", w_mbytes_per_sec)):
+        if value is not None:
+            params[key] = value
+    return client.call("bdev_set_qos_limit", params)
+
+
 def add_parsers(subparsers):
     # -- malloc --
 
@@ -239,3 +252,24 @@ def add_parsers(subparsers):
     p.add_argument("-c", "--bdev-io-cache-size", type=int, help="Maximum number of bdev_io "
                    "structures cached per thread")
     p.set_defaults(func=_bdev_set_options)
+
+    def _bdev_set_qos_limit(args):
+        bdev_set_qos_limit(args.client,
+                           name=args.name,
+                           rw_ios_per_sec=args.rw_ios_per_sec,
+                           rw_mbytes_per_sec=args.rw_mbytes_per_sec,
+                           r_mbytes_per_sec=args.r_mbytes_per_sec,
+                           w_mbytes_per_sec=args.w_mbytes_per_sec)
+
+    p = subparsers.add_parser("bdev_set_qos_limit", help="Set QoS rate limit on a blockdev")
+    p.add_argument("name", help="Blockdev name to set QoS. Example: Malloc0")
+    p.add_argument("--rw-ios-per-sec", type=int, required=False,
+                   help="R/W IOs per second limit (a multiple of 1000, example: 20000). "
+                        "0 means unlimited.")
+    p.add_argument("--rw-mbytes-per-sec", type=int, required=False,
+                   help="R/W megabytes per second limit (example: 100). 0 means unlimited.")
+    p.add_argument("--r-mbytes-per-sec", type=int, required=False,
+                   help="Read megabytes per second limit (example: 100). 0 means unlimited.")
+    p.add_argument("--w-mbytes-per-sec", type=int, required=False,
+                   help="Write megabytes per second limit (example: 100). 0 means unlimited.")
+    p.set_defaults(func=_bdev_set_qos_limit)

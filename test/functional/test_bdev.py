@@ -619,15 +619,21 @@ class BdevperfTest(unittest.TestCase):
         self.assertIn("block size", err)
 
     def test_job_setup_failure(self):
-        """A job that cannot start (here: no bdev_io left for a second channel) fails the run."""
+        """A job that cannot start (here: no DMA memory for its buffers) fails the run."""
+        rc, out, err = self.run_perf(null_config(), "-m", "0x3", "-q", 1024, "-o", "1g",
+                                     "-w", "randread", "-t", 1)
+        self.assertNotEqual(rc, 0, out + err)
+        self.assertIn("cannot allocate", err)
+
+    def test_pool_smaller_than_the_caches_is_refused(self):
+        """bdev_set_options wants a pool of at least bdev_io_cache_size * (threads + 1)."""
         config = null_config(num_blocks=1024)
         config["subsystems"][0]["config"].insert(0, {
             "method": "bdev_set_options",
             "params": {"bdev_io_pool_size": 1024, "bdev_io_cache_size": 1024}})
-        rc, out, err = self.run_perf(config, "-m", "0x3", "-q", 4, "-o", 4096, "-w", "randread",
-                                     "-t", 1)
+        rc, out, err = self.run_perf(config, "-q", 4, "-o", 4096, "-w", "randread", "-t", 1)
         self.assertNotEqual(rc, 0, out + err)
-        self.assertIn("cannot get an I/O channel", err)
+        self.assertIn("bdev_io_cache_size * (threads + 1)", err)
 
     def test_no_bdevs(self):
         rc, out, err = self.run_perf({"subsystems": []}, "-q", 1, "-o", 4096, "-w", "read",

@@ -78,7 +78,11 @@ thread::IoChannel *get_io_channel(Desc *desc);
 // Submission. Each returns 0 (the callback will run, on this thread, possibly later),
 // -EINVAL (range outside the bdev, bad iov), -EBADF (write on a read-only descriptor),
 // -ENODEV (the bdev is being removed), -ENOTSUP (type not supported and not emulated) or
-// -ENOMEM (no free bdev_io on this channel: retry after a completion).
+// -ENOMEM (no free bdev_io for this thread: see queue_io_wait).
+// A read may pass a null buffer (read) or one iovec with a null base (readv): the layer
+// then reads into an iobuf buffer, found in io->iovs[0] by the callback and given back by
+// free_io(). Such a read waits for a buffer when the pool is empty; it is never failed for
+// that. At most iobuf's large_bufsize bytes. Writes and compares need the caller's buffers.
 int read(Desc *d, thread::IoChannel *ch, void *buf, uint64_t offset_blocks, uint64_t num_blocks,
          IoCallback cb, void *cb_arg);
 int readv(Desc *d, thread::IoChannel *ch, const iovec *iov, int iovcnt, uint64_t offset_blocks,
@@ -98,6 +102,21 @@ int flush(Desc *d, thread::IoChannel *ch, uint64_t offset_blocks, uint64_t num_b
 // -ENOTSUP when the module has no compare.
 int comparev(Desc *d, thread::IoChannel *ch, const iovec *iov, int iovcnt, uint64_t offset_blocks,
              uint64_t num_blocks, IoCallback cb, void *cb_arg);
+// Compares the blocks with cmp_iov and, only if they match, writes write_iov: atomic with
+// respect to every other write of the range, from any thread (the layer holds an LBA range
+// lock across both steps). A mismatch completes with kCompareFailure and writes nothing.
+// -EINVAL also when num_blocks exceeds the bdev's acwu or a step would need splitting;
+// -ENOTSUP when the module has no compare or write. Taking the lock messages every
+// channel of the bdev: a slow path, as in SPDK.
+int comparev_and_writev(Desc *d, thread::IoChannel *ch, const iovec *cmp_iov, int cmp_iovcnt,
+                        const iovec *write_iov, int write_iovcnt, uint64_t offset_blocks,
+                        uint64_t num_blocks, IoCallback cb, void *cb_arg);
+// Aborts every request submitted on ch whose cb_arg is bio_cb_arg and that has not
+// completed: those still held by the layer (QoS, range locks, buffers) complete with
+// kAbortedByRequest; those at the module are aborted there if it supports Abort. The
+// abort succeeds if at least one request matched and all matched were aborted. -EBADF on
+// a read-only descriptor; -ENOMEM without a free bdev_io.
+int abort(Desc *d, thread::IoChannel *ch, void *bio_cb_arg, IoCallback cb, void *cb_arg);
 // Quiesces every channel of the bdev (I/O submitted meanwhile completes with
 // kAbortedSqDeletion), waits for outstanding I/O to finish, resets the device, resumes.
 // -EBUSY while another reset of the bdev is in progress.
@@ -110,9 +129,12 @@ struct IoWaitEntry {
     void *cb_arg = nullptr;
     IoWaitEntry *next = nullptr;  // the layer's
 };
-// Queues entry on ch: cb runs on this thread once a bdev_io of ch has been freed, in queue
-// order, one entry per freed bdev_io. Use it only after a submit returned -ENOMEM (returns
-// -EINVAL if the channel has a free bdev_io or cb is null).
+// Queues entry on the calling thread's io-wait queue (shared by all its channels, as in
+// SPDK): cb runs on this thread once a bdev_io is free for it, in queue order, for as long
+// as the thread has one (a bdev_io freed on this thread, or one taken back from the global
+// pool by a retry poller that runs every 100 us while anyone waits). Use it only after a
+// submit returned -ENOMEM; returns -EINVAL if this thread still has a free bdev_io cached
+// (submit again) or cb is null.
 int queue_io_wait(thread::IoChannel *ch, IoWaitEntry *entry);
 
 NvmeStatus io_status(const BdevIo *io);
@@ -147,14 +169,30 @@ struct ChannelStats {
 void get_channel_iostats(Bdev *bdev, std::function<void(const std::vector<ChannelStats> &)> cb);
 
 struct Options {
-    // bdev_ios across all channels. Each channel reserves its whole cache from it, so the
-    // pool also caps the number of (bdev, thread) channels: 65535 / 256 = 255 by default.
+    // bdev_ios in the one global pool that every channel draws from (read at layer_init);
+    // channels reserve nothing, so their number is not limited by it. bdev_set_options
+    // requires at least bdev_io_cache_size * (threads + 1), as SPDK does.
     uint32_t bdev_io_pool_size = 65535;
-    uint32_t bdev_io_cache_size = 256;  // bdev_ios preallocated per channel (SPDK's default)
+    // Free bdev_ios each thread keeps for itself before returning them to the pool (SPDK's
+    // default). Filled as I/O completes, not up front.
+    uint32_t bdev_io_cache_size = 256;
+    // iobuf buffers (data of reads without a buffer, bounce buffers) each thread caches,
+    // per pool (SPDK's defaults).
+    uint32_t iobuf_small_cache_size = 128;
+    uint32_t iobuf_large_cache_size = 16;
 };
 Options &options();
 
 // Registers the "bdev" subsystem and the generic bdev RPCs with the application.
 void register_subsystem();
+
+// The layer's own resources: the bdev_io pool sized from options(), and the per-thread
+// channel that caches it. The "bdev" subsystem calls these at init and fini; a program or
+// test that drives the layer without the subsystem calls them itself, on a thread.
+// layer_init returns 0, -EALREADY or -ENOMEM.
+int layer_init();
+// Once every thread has dropped its bdev channels, checks that all bdev_ios are back (an
+// error names how many are not), frees the pool, then runs done on the calling thread.
+void layer_fini(std::function<void()> done);
 
 }  // namespace flint::bdev

@@ -65,20 +65,27 @@ struct Bdev {
     uint64_t num_blocks = 0;
     std::string uuid;  // canonical form; generated at register when empty
     // Limits the layer splits reads and writes to fit (0 = none). A split request runs as
-    // chunks, one after another, and completes once, as the caller sent it.
+    // chunks (child bdev_ios, up to 32 at the module at once) and completes once, as the
+    // caller sent it.
     uint32_t optimal_io_boundary = 0;  // blocks: no chunk crosses a multiple of this
     uint32_t max_transfer_blocks = 0;  // blocks per chunk
     uint32_t max_num_segments = 0;     // iovecs per chunk (at most 16 when splitting)
     uint32_t max_segment_size = 0;     // bytes per iovec
+    // Bytes (a power of two; 0 or 1 = any) that every iovec's address and length must be
+    // a multiple of; the layer bounces requests that are not through an iobuf buffer.
+    uint32_t required_alignment = 0;
+    // Atomic compare & write unit: the most blocks one compare-and-write may cover.
+    uint32_t acwu = 1;
     Module *module = nullptr;
     BdevOps *ops = nullptr;  // owned by the module; lives until destruct() completes
 
     std::unique_ptr<BdevState> state;  // set by register_bdev
 };
 
-// Registers a bdev; call on the app thread. Returns 0, -EEXIST (name, alias or uuid taken)
-// or -EINVAL (empty name, block size not a power of two in 512..65536, zero blocks,
-// bad uuid, missing ops/module).
+// Registers a bdev; call on the app thread (which then serialises the bdev's LBA range
+// locks). Returns 0, -EEXIST (name, alias or uuid taken) or -EINVAL (empty name, block
+// size not a power of two in 512..65536, zero blocks, zero acwu, bad uuid, missing
+// ops/module).
 int register_bdev(Bdev *bdev);
 // Starts removal: every descriptor gets a Remove event and new I/O fails with -ENODEV.
 // When the last descriptor closes, ops->destruct() runs, then done(0) on the app thread.
@@ -104,6 +111,7 @@ struct BdevIo {
     uint64_t num_blocks;
     iovec *iovs;
     int iovcnt;
+    BdevIo *bio_to_abort;  // Abort: the request to abort (modules that support Abort)
     static constexpr size_t kDriverCtxSize = 192;
     alignas(16) unsigned char driver_ctx[kDriverCtxSize];
 

@@ -1,9 +1,11 @@
-// The aio bdev module. Each thread's channel of a disk owns a kernel AIO context and an
-// active poller. Reads, writes and flushes go to the kernel with io_submit; the poller reaps
-// their completions from the context's completion ring in user space (io_getevents when the
-// ring's layout is not the one we know). Unmap and write zeroes are fallocate calls made in
-// submit. Nothing completes inside submit: finished I/O waits on the channel's done list for
-// the poller.
+// The aio bdev module. Each thread's channel of a disk owns a kernel AIO context, a worker
+// thread and an active poller. Reads, writes and flushes go to the kernel with io_submit; the
+// poller reaps their completions from the context's completion ring in user space
+// (io_getevents when the ring's layout is not the one we know). Linux AIO has no fallocate
+// opcode, so unmap and write zeroes (and flushes when the kernel refuses IOCB_CMD_FDSYNC) go
+// to the channel's worker through a lock-free ring, and come back through another that the
+// same poller reaps: a hole punch that takes milliseconds never blocks the reactor. Nothing
+// completes inside submit, and everything completes on the channel's thread.
 
 #include "bdev_aio.h"
 
@@ -11,6 +13,9 @@
 #include <libaio.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,16 +24,22 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <climits>
+#include <csignal>
 #include <cstddef>
 #include <cstring>
 #include <memory>
 #include <new>
+#include <system_error>
+#include <thread>
 
 #include "flint/bdev/module.h"
 #include "flint/bdev/module_util.h"
+#include "flint/env/env.h"
 #include "flint/thread/thread.h"
 #include "flint/util/log.h"
+#include "spsc_ring.h"
 
 FLINT_LOG_FLAG(bdev_aio);
 
@@ -43,13 +54,17 @@ using bdev::IoType;
 using bdev::NvmeStatus;
 namespace nvme_status = bdev::nvme_status;
 
-// iocbs one channel keeps in the kernel; more wait on the channel's pending list.
+// iocbs one channel keeps in the kernel, and requests in its worker's rings; more wait on
+// the channel's lists. A power of two, as the rings need.
 constexpr int kQueueDepth = 128;
+static_assert((kQueueDepth & (kQueueDepth - 1)) == 0);
 // How often a reset re-checks for in-flight I/O.
 constexpr uint64_t kResetRetryUs = 100;
 
 std::atomic<bool> g_fail_direct_open{false};
 std::atomic<bool> g_use_ring{true};
+std::atomic<bool> g_use_fdsync{true};
+std::atomic<bool> g_hold_workers{false};
 
 // The kernel's completion ring header (fs/aio.c, struct aio_ring), mapped at the address an
 // io_context_t holds. Its layout is ABI: fio and SPDK read it the same way.
@@ -121,6 +136,91 @@ struct IoList {
     bool empty() const { return head == nullptr; }
 };
 
+// A file descriptor closed with its owner.
+class UniqueFd {
+public:
+    UniqueFd() = default;
+    ~UniqueFd() { reset(); }
+    UniqueFd(const UniqueFd &) = delete;
+    UniqueFd &operator=(const UniqueFd &) = delete;
+
+    int get() const { return fd_; }
+    void reset(int fd = -1) {
+        if (fd_ >= 0) {
+            ::close(fd_);
+        }
+        fd_ = fd;
+    }
+
+private:
+    int fd_ = -1;
+};
+
+// A request to a worker and, on the way back, its result. The worker never dereferences io:
+// the BdevIo belongs to the channel's thread, and after a misuse (a channel put with I/O in
+// flight) it may already be freed while the worker still runs.
+struct Work {
+    BdevIo *io;
+    uint64_t offset;  // bytes
+    uint64_t length;  // bytes
+    IoType type;      // Unmap, WriteZeroes or Flush
+    int err;          // set by the worker: 0 or an errno
+};
+
+// A thread for the calls Linux AIO has no opcode for: fallocate, and fdatasync when the kernel
+// refuses IOCB_CMD_FDSYNC. They block for milliseconds, so they must not run on a reactor.
+//
+// One per channel, not one per disk: the channel's thread is then the only producer of requests
+// and the only consumer of results, so both rings are single-producer/single-consumer with no
+// lock, and each result comes back to the one thread that may call io_complete for it. A worker
+// per disk would need a multi-producer ring and a way to route results back to each thread.
+// The cost is one mostly sleeping OS thread per (disk, thread with a channel).
+class Worker {
+public:
+    Worker() = default;
+    ~Worker() { stop(); }
+    Worker(const Worker &) = delete;
+    Worker &operator=(const Worker &) = delete;
+
+    // Control path, on the channel's thread: rings of depth slots, the eventfd, the thread.
+    // 0 or a negative errno.
+    int start(AioDisk *disk, uint32_t depth);
+    // Lets the thread finish every request already posted, then joins it. Idempotent.
+    void stop();
+
+    // ---- The channel's thread only; no allocation, lock or blocking ----
+    // False when the request ring is full.
+    bool post(const Work &w) { return requests_.push(w, std::memory_order_seq_cst); }
+    // After posting: wakes the thread if it said it is going to sleep. The seq_cst push above
+    // and this seq_cst load pair with the thread's seq_cst store of sleeping_ and its seq_cst
+    // emptiness check in run(): at least one side sees the other's store, so a request never
+    // waits beside a sleeping worker.
+    void wake() {
+        if (sleeping_.load(std::memory_order_seq_cst) &&
+            sleeping_.exchange(false, std::memory_order_seq_cst)) {
+            notify();
+        }
+    }
+    bool reap(Work *w) { return results_.pop(w); }
+
+private:
+    void run(cpu_set_t cpus);
+    int execute(const Work &w);
+    void notify() {
+        uint64_t one = 1;
+        ssize_t rc = ::write(efd_.get(), &one, sizeof(one));
+        (void)rc;  // cannot fail: the counter never nears its limit
+    }
+
+    SpscRing<Work> requests_;  // channel thread -> worker
+    SpscRing<Work> results_;   // worker -> channel thread
+    alignas(64) std::atomic<bool> sleeping_{false};
+    std::atomic<bool> stop_{false};
+    UniqueFd efd_;  // the worker blocks reading it while idle
+    AioDisk *disk_ = nullptr;
+    std::thread thread_;
+};
+
 struct AioChannel {
     AioDisk *disk = nullptr;
     io_context_t ctx = nullptr;
@@ -129,10 +229,18 @@ struct AioChannel {
     uint32_t in_kernel = 0;  // submitted, not yet reaped
     IoList pending;          // waiting for room in the context
     IoList done;             // finished outside the kernel; the poller completes them
+    // Posted to the worker and not yet reaped. At most kQueueDepth, the capacity of each of
+    // its rings, so the worker always finds room for a result.
+    uint32_t in_worker = 0;
+    IoList worker_wait;  // waiting for room in the worker's rings
+    Worker worker;
 
     // I/O this channel has not completed yet (a reset in progress is not counted).
-    uint64_t busy() const { return uint64_t{in_kernel} + pending.count + done.count; }
+    uint64_t busy() const {
+        return uint64_t{in_kernel} + pending.count + done.count + in_worker + worker_wait.count;
+    }
 };
+static_assert(alignof(AioChannel) <= 64, "channel contexts are 64-byte aligned");
 
 class AioDisk final : public bdev::BdevOps {
 public:
@@ -184,6 +292,142 @@ AioDisk *find_disk(const std::string &name) {
     return static_cast<AioDisk *>(b->ops);
 }
 
+// ---- The worker ----
+
+// The CPUs the process may use (taskset, cgroups), read before main(): by the time a channel
+// is created the EAL has pinned the main thread to one core.
+const cpu_set_t g_process_cpus = [] {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) {
+        CPU_ZERO(&set);
+        for (int i = 0; i < CPU_SETSIZE; ++i) {
+            CPU_SET(i, &set);
+        }
+    }
+    return set;
+}();
+
+// Where workers run: the process's CPUs but the reactors', which busy-poll; all of the
+// process's CPUs if the reactors have them all. A worker would otherwise inherit the pinning
+// of the reactor that created it and fight its poll loop for one core.
+cpu_set_t worker_cpus() {
+    cpu_set_t set = g_process_cpus;
+    if (env::initialized()) {
+        for (uint32_t core : env::cores().cores()) {
+            if (core < CPU_SETSIZE) {
+                CPU_CLR(core, &set);
+            }
+        }
+    }
+    return CPU_COUNT(&set) > 0 ? set : g_process_cpus;
+}
+
+int Worker::start(AioDisk *disk, uint32_t depth) {
+    disk_ = disk;
+    if (!requests_.init(depth) || !results_.init(depth)) {
+        return -ENOMEM;
+    }
+    efd_.reset(eventfd(0, EFD_CLOEXEC));
+    if (efd_.get() < 0) {
+        return -errno;
+    }
+    // The thread starts with signals blocked: they are the reactors' business, and here they
+    // would only interrupt a call. Faults still arrive.
+    sigset_t block;
+    sigset_t old;
+    sigfillset(&block);
+    for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT}) {
+        sigdelset(&block, sig);
+    }
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int rc = 0;
+    try {
+        thread_ = std::thread([this, cpus = worker_cpus()] { run(cpus); });
+    } catch (const std::system_error &e) {
+        rc = e.code().value() > 0 ? -e.code().value() : -EAGAIN;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return rc;
+}
+
+void Worker::stop() {
+    if (!thread_.joinable()) {
+        return;
+    }
+    stop_.store(true, std::memory_order_seq_cst);
+    notify();
+    thread_.join();
+}
+
+void Worker::run(cpu_set_t cpus) {
+    pthread_setname_np(pthread_self(), "flint_aio_wrk");
+    if (sched_setaffinity(0, sizeof(cpus), &cpus) != 0) {
+        sched_setaffinity(0, sizeof(g_process_cpus), &g_process_cpus);  // cpuset changed since
+    }
+    Work w;
+    for (;;) {
+        if (requests_.pop(&w)) {
+            while (g_hold_workers.load(std::memory_order_acquire) &&
+                   !stop_.load(std::memory_order_acquire)) {
+                std::this_thread::sleep_for(std::chrono::microseconds(100));  // tests only
+            }
+            w.err = execute(w);
+            // Never full: the channel has at most capacity requests here, results included. The
+            // loop only guards that invariant.
+            while (!results_.push(w)) {
+                std::this_thread::yield();
+            }
+            continue;
+        }
+        // Going to sleep: say so, then look once more (see wake()).
+        sleeping_.store(true, std::memory_order_seq_cst);
+        if (!requests_.empty(std::memory_order_seq_cst)) {
+            sleeping_.store(false, std::memory_order_seq_cst);
+            continue;
+        }
+        // Stop only once the ring is drained: teardown waits for posted work.
+        if (stop_.load(std::memory_order_seq_cst)) {
+            return;
+        }
+        uint64_t n;
+        ssize_t rc = ::read(efd_.get(), &n, sizeof(n));
+        (void)rc;  // a wake-up, a stale one or EINTR: the loop looks again either way
+    }
+}
+
+// The blocking call itself; returns 0 or an errno. The error mapping is the poller's.
+int Worker::execute(const Work &w) {
+    const int fd = disk_->fd;
+    const auto off = static_cast<off_t>(w.offset);
+    const auto len = static_cast<off_t>(w.length);
+    switch (w.type) {
+        case IoType::Unmap:
+            return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) == 0 ? 0
+                                                                                            : errno;
+        case IoType::WriteZeroes: {
+            // ZERO_RANGE keeps the blocks allocated; a punched hole reads as zeroes too.
+            int rc = -1;
+            int err = EOPNOTSUPP;
+            if (disk_->zero_range_ok.load(std::memory_order_relaxed)) {
+                rc = fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
+                err = errno;
+                if (rc != 0 && err == EOPNOTSUPP) {
+                    disk_->zero_range_ok.store(false, std::memory_order_relaxed);
+                }
+            }
+            if (rc != 0 && !disk_->zero_range_ok.load(std::memory_order_relaxed)) {
+                rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+                err = errno;
+            }
+            return rc == 0 ? 0 : err;
+        }
+        case IoType::Flush:
+            return fdatasync(fd) == 0 ? 0 : errno;
+        default:
+            return EINVAL;
+    }
+}
+
 // ---- The data path ----
 
 // Reaps up to max completions without blocking.
@@ -228,17 +472,35 @@ void finish_later(AioChannel *c, BdevIo *io, NvmeStatus status) {
     c->done.push_back(io);
 }
 
-// Flush without the kernel's aio fsync (kernels before 4.18, file systems without it).
-void sync_flush(AioChannel *c, BdevIo *io) {
-    int rc = fdatasync(c->disk->fd);
-    finish_later(c, io, rc == 0 ? nvme_status::kSuccess : nvme_status::kDataTransferError);
+// Posts io to the worker if its rings have room; false otherwise.
+bool post(AioChannel *c, BdevIo *io) {
+    if (c->in_worker >= kQueueDepth) {
+        return false;
+    }
+    const uint64_t bs = io->bdev->block_size;
+    if (!c->worker.post(Work{io, io->offset_blocks * bs, io->num_blocks * bs, io->type, 0})) {
+        return false;
+    }
+    ++c->in_worker;
+    return true;
+}
+
+// Unmap, write zeroes, and flushes without the kernel's aio fsync: to the worker, behind any
+// I/O already waiting for it.
+void to_worker(AioChannel *c, BdevIo *io) {
+    if (c->worker_wait.empty() && post(c, io)) {
+        c->worker.wake();
+    } else {
+        c->worker_wait.push_back(io);
+    }
 }
 
 // io_submit refused io with rc (not -EAGAIN).
 void submit_failed(AioChannel *c, BdevIo *io, int rc) {
     if (io->type == IoType::Flush && rc == -EINVAL) {
+        // No aio fsync here (kernels before 4.18, some file systems): fdatasync on the worker.
         c->disk->fdsync_ok.store(false, std::memory_order_relaxed);
-        sync_flush(c, io);
+        to_worker(c, io);
     } else {
         finish_later(c, io, nvme_status::kDataTransferError);
     }
@@ -269,9 +531,40 @@ bool iovs_aligned(const AioDisk *d, const BdevIo *io) {
     return (bits & (d->mem_align - 1)) == 0 && (len_bits & (d->len_align - 1)) == 0;
 }
 
+// Completes what the worker finished, then posts what waits for room.
+int worker_poll(AioChannel *c) {
+    int work = thread::kIdle;
+    Work w;
+    // Bounded: a completion may post again, and the worker may finish that while we loop.
+    for (int i = 0; i < kQueueDepth && c->worker.reap(&w); ++i) {
+        work = thread::kBusy;
+        --c->in_worker;
+        bdev::io_complete(w.io,
+                          w.err == 0 ? nvme_status::kSuccess : nvme_status::kDataTransferError);
+    }
+    bool posted = false;
+    // Pops only when there is room, so a full worker leaves the waiting bdev_ios untouched.
+    while (!c->worker_wait.empty() && c->in_worker < kQueueDepth) {
+        BdevIo *io = c->worker_wait.pop_front();
+        if (!post(c, io)) {
+            c->worker_wait.push_front(io);
+            break;
+        }
+        posted = true;
+    }
+    if (posted) {
+        work = thread::kBusy;
+        c->worker.wake();
+    }
+    return work;
+}
+
 int channel_poll(void *arg) {
     auto *c = static_cast<AioChannel *>(arg);
     int work = thread::kIdle;
+    if (c->in_worker > 0 || !c->worker_wait.empty()) {
+        work = worker_poll(c);
+    }
     if (c->in_kernel > 0) {
         io_event events[kQueueDepth];
         int n = reap(c, events, kQueueDepth);
@@ -318,7 +611,6 @@ void AioDisk::submit(thread::IoChannel *ch, BdevIo *io) {
     Task *t = new (io->driver_ctx) Task{};
     t->ch = c;
     const auto off = static_cast<off_t>(io->offset_blocks * bdev.block_size);
-    const auto len = static_cast<off_t>(io_bytes(io));
     switch (io->type) {
         case IoType::Read:
         case IoType::Write: {
@@ -334,33 +626,17 @@ void AioDisk::submit(thread::IoChannel *ch, BdevIo *io) {
         }
         case IoType::Flush:
             if (!fdsync_ok.load(std::memory_order_relaxed)) {
-                sync_flush(c, io);
+                to_worker(c, io);
                 return;
             }
             io_prep_fdsync(&t->cb, fd);
             t->cb.data = io;
             start(c, io);
             return;
-        case IoType::Unmap: {
-            int rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
-            finish_later(c, io, rc == 0 ? nvme_status::kSuccess : nvme_status::kDataTransferError);
+        case IoType::Unmap:
+        case IoType::WriteZeroes:
+            to_worker(c, io);
             return;
-        }
-        case IoType::WriteZeroes: {
-            // ZERO_RANGE keeps the blocks allocated; a punched hole reads as zeroes too.
-            int rc = -1;
-            if (zero_range_ok.load(std::memory_order_relaxed)) {
-                rc = fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
-                if (rc != 0 && errno == EOPNOTSUPP) {
-                    zero_range_ok.store(false, std::memory_order_relaxed);
-                }
-            }
-            if (rc != 0 && !zero_range_ok.load(std::memory_order_relaxed)) {
-                rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
-            }
-            finish_later(c, io, rc == 0 ? nvme_status::kSuccess : nvme_status::kDataTransferError);
-            return;
-        }
         case IoType::Reset:
             reset(c, io);
             return;
@@ -434,6 +710,12 @@ int AioDisk::channel_create(AioChannel *c) {
     }
     FLINT_DEBUGLOG(bdev_aio, "aio bdev '%s': new channel reaps with %s", bdev.name.c_str(),
                    c->ring != nullptr ? "the completion ring" : "io_getevents");
+    if (int wrc = c->worker.start(this, kQueueDepth); wrc != 0) {
+        FLINT_ERRLOG("aio bdev '%s': cannot start the channel's worker thread: %s",
+                     bdev.name.c_str(), std::strerror(-wrc));
+        io_destroy(c->ctx);
+        return wrc;
+    }
     c->poller = thread::poller_register(channel_poll, c, 0, "bdev_aio_poll");
     if (c->poller == nullptr) {
         io_destroy(c->ctx);
@@ -444,13 +726,16 @@ int AioDisk::channel_create(AioChannel *c) {
 
 void AioDisk::channel_destroy(AioChannel *c) {
     // The layer puts a channel only once its I/O has completed, and its own channel is gone
-    // by now, so whatever is left cannot be completed: say so. io_destroy waits for the
-    // kernel to finish with the buffers.
+    // by now, so whatever is left cannot be completed: say so. Neither list nor ring is walked:
+    // the BdevIos in them may be freed already.
     if (c->busy() != 0) {
         FLINT_ERRLOG("aio bdev '%s': channel destroyed with %lu I/O in flight", bdev.name.c_str(),
                      static_cast<unsigned long>(c->busy()));
     }
     thread::poller_unregister(&c->poller);
+    // Waits for the fallocate calls already posted; the worker touches no BdevIo.
+    c->worker.stop();
+    // Waits for the kernel to finish with the buffers.
     io_destroy(c->ctx);
 }
 
@@ -701,6 +986,7 @@ int create(const Options &o, std::string *error) {
     auto d = std::make_unique<AioDisk>();
     d->filename = o.filename;
     d->fallocate_enabled = o.fallocate;
+    d->fdsync_ok.store(g_use_fdsync.load());
     d->bdev.name = o.name;
     d->bdev.product_name = "AIO disk";
     d->bdev.uuid = uuid;
@@ -718,7 +1004,15 @@ int create(const Options &o, std::string *error) {
     AioDisk *disk = d.release();
     // Registered first: register_bdev may hand the bdev to examine(), which opens channels.
     thread::io_device_register(
-        disk, [disk](void *ctx) { return disk->channel_create(new (ctx) AioChannel()); },
+        disk,
+        [disk](void *ctx) {
+            auto *c = new (ctx) AioChannel();
+            int rc = disk->channel_create(c);
+            if (rc != 0) {
+                c->~AioChannel();  // the layer calls destroy only for channels it created
+            }
+            return rc;
+        },
         [disk](void *ctx) {
             auto *c = static_cast<AioChannel *>(ctx);
             disk->channel_destroy(c);
@@ -806,6 +1100,18 @@ void set_use_completion_ring(bool on) {
 bool uses_direct_io(const std::string &name) {
     AioDisk *d = find_disk(name);
     return d != nullptr && d->direct;
+}
+
+void set_use_fdsync(bool on) {
+    g_use_fdsync.store(on);
+}
+
+void hold_workers(bool on) {
+    g_hold_workers.store(on, std::memory_order_release);
+}
+
+uint32_t queue_depth() {
+    return kQueueDepth;
 }
 
 bool channel_uses_ring(const std::string &name) {

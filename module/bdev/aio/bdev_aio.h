@@ -43,6 +43,14 @@ void set_use_completion_ring(bool on);
 bool uses_direct_io(const std::string &name);
 // Whether the named aio bdev's channel on the calling thread reads the completion ring.
 bool channel_uses_ring(const std::string &name);
+// false: bdevs created from now on flush with fdatasync on the worker, as when the kernel
+// refuses IOCB_CMD_FDSYNC.
+void set_use_fdsync(bool on);
+// true: every channel's worker stalls before its next fallocate or fdatasync until this is
+// set back to false or its channel is destroyed.
+void hold_workers(bool on);
+// Requests one channel keeps in the kernel, and in its worker.
+uint32_t queue_depth();
 }  // namespace testing
 
 }  // namespace flint::bdev_aio

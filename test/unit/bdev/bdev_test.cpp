@@ -1,6 +1,7 @@
 // The bdev core against a fake module that holds I/O until the test completes it.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstring>
@@ -10,6 +11,7 @@
 #include "../common/eal_env.h"
 #include "flint/bdev/module.h"
 #include "flint/env/env.h"
+#include "flint/thread/iobuf.h"
 #include "flint/util/time.h"
 
 using namespace flint;
@@ -30,14 +32,39 @@ struct FakeOps : bdev::BdevOps {
     std::vector<uint8_t> data;
     uint32_t bs = 512;
     bool write_zeroes = false;
+    bool compare = false;
+    bool abort = false;  // aborts a pending I/O at once, inside submit
     std::deque<BdevIo *> pending;
+    std::vector<std::pair<IoType, uint64_t>> submitted;  // (type, offset) in arrival order
     int resets = 0;
     bool destructed = false;
 
-    void submit(thread::IoChannel *, BdevIo *io) override { pending.push_back(io); }
+    int misaligned_seen = 0;  // iovecs off a 512-byte boundary that reached the module
+
+    void submit(thread::IoChannel *, BdevIo *io) override {
+        submitted.emplace_back(io->type, io->offset_blocks);
+        for (int i = 0; i < io->iovcnt; ++i) {
+            misaligned_seen +=
+                ((reinterpret_cast<uintptr_t>(io->iovs[i].iov_base) | io->iovs[i].iov_len) & 511) !=
+                0;
+        }
+        if (io->type != IoType::Abort) {
+            pending.push_back(io);
+            return;
+        }
+        auto it = std::find(pending.begin(), pending.end(), io->bio_to_abort);
+        if (it == pending.end()) {
+            bdev::io_complete(io, bdev::nvme_status::kInvalidField);
+            return;
+        }
+        pending.erase(it);
+        bdev::io_complete(io->bio_to_abort, bdev::nvme_status::kAbortedByRequest);
+        bdev::io_complete(io, bdev::nvme_status::kSuccess);
+    }
     bool supports(IoType t) const override {
         return t == IoType::Read || t == IoType::Write || t == IoType::Reset ||
-               (t == IoType::WriteZeroes && write_zeroes);
+               (t == IoType::WriteZeroes && write_zeroes) || (t == IoType::Compare && compare) ||
+               (t == IoType::Abort && abort);
     }
     void *io_device() override { return this; }
     void destruct(std::function<void()> done) override {
@@ -48,6 +75,17 @@ struct FakeOps : bdev::BdevOps {
         BdevIo *io = pending.front();
         pending.pop_front();
         uint64_t off = io->offset_blocks * bs;
+        if (io->type == IoType::Compare) {
+            bool same = true;
+            for (int i = 0; i < io->iovcnt; ++i) {
+                same = same && std::memcmp(io->iovs[i].iov_base, data.data() + off,
+                                           io->iovs[i].iov_len) == 0;
+                off += io->iovs[i].iov_len;
+            }
+            bdev::io_complete(
+                io, same ? bdev::nvme_status::kSuccess : bdev::nvme_status::kCompareFailure);
+            return;
+        }
         if (io->type == IoType::Read || io->type == IoType::Write) {
             for (int i = 0; i < io->iovcnt; ++i) {
                 auto *base = static_cast<uint8_t *>(io->iovs[i].iov_base);
@@ -87,6 +125,14 @@ protected:
         thread::lib_init({});
         t_ = thread::create("bdev_test");
         thread::set_current(t_);
+        saved_options_ = bdev::options();
+        // Small pools, so the tests can exhaust them.
+        thread::IobufOptions io_opts;
+        io_opts.small_pool_count = 64;
+        io_opts.large_pool_count = 64;
+        ASSERT_EQ(0, thread::iobuf_set_options(io_opts, nullptr));
+        ASSERT_EQ(0, thread::iobuf_initialize());
+        ASSERT_EQ(0, bdev::layer_init());
         thread::io_device_register(&ops_, nullptr, nullptr, 0, "fake");
         ops_.data.assign(64 * 512, 0);
         b_.name = "Fake0";
@@ -106,6 +152,12 @@ protected:
         thread::io_device_unregister(&ops_, [&] { unreg = true; });
         pump();
         EXPECT_TRUE(unreg);
+        bool layer_done = false;
+        bdev::layer_fini([&] { layer_done = true; });
+        pump();
+        EXPECT_TRUE(layer_done);
+        thread::iobuf_finish();
+        bdev::options() = saved_options_;
         t_->exit();
         thread::set_current(nullptr);
         while (!t_->exited()) {
@@ -148,7 +200,18 @@ protected:
         }
         pump();
     }
+    // Recreates the bdev_io pool with these sizes; call with no channel open.
+    void resize_pool(uint32_t pool, uint32_t cache) {
+        bool done = false;
+        bdev::layer_fini([&] { done = true; });
+        pump();
+        ASSERT_TRUE(done);
+        bdev::options().bdev_io_pool_size = pool;
+        bdev::options().bdev_io_cache_size = cache;
+        ASSERT_EQ(0, bdev::layer_init());
+    }
     thread::Thread *t_;
+    bdev::Options saved_options_;
     FakeOps ops_;
     bdev::Bdev b_;
     bool removed_ = false;
@@ -258,11 +321,10 @@ TEST_F(BdevTest, SubmitErrors) {
 }
 
 TEST_F(BdevTest, PoolExhaustionIsNoMemoryThenRecovers) {
-    bdev::options().bdev_io_cache_size = 4;
+    resize_pool(4, 4);
     bdev::Desc *d;
     ASSERT_EQ(0, bdev::open("Fake0", false, nullptr, &d));
     auto *ch = bdev::get_io_channel(d);
-    bdev::options().bdev_io_cache_size = 1024;
     std::vector<uint8_t> buf(512);
     Result r;
     for (int i = 0; i < 4; ++i) {
@@ -279,17 +341,18 @@ TEST_F(BdevTest, PoolExhaustionIsNoMemoryThenRecovers) {
 }
 
 TEST_F(BdevTest, IoWaitRunsWhenABdevIoIsFreed) {
-    bdev::options().bdev_io_cache_size = 2;
+    resize_pool(2, 2);
     bdev::Desc *d;
     ASSERT_EQ(0, bdev::open("Fake0", false, nullptr, &d));
     auto *ch = bdev::get_io_channel(d);
-    bdev::options().bdev_io_cache_size = 256;
     std::vector<uint8_t> buf(512);
     Result r;
     ASSERT_EQ(0, bdev::read(d, ch, buf.data(), 0, 1, on_done, &r));
+    drain();  // its bdev_io now waits in this thread's cache
     bdev::IoWaitEntry early;
     early.cb = [](void *) {};
     EXPECT_EQ(-EINVAL, bdev::queue_io_wait(ch, &early));  // a bdev_io is still free
+    ASSERT_EQ(0, bdev::read(d, ch, buf.data(), 0, 1, on_done, &r));
     ASSERT_EQ(0, bdev::read(d, ch, buf.data(), 0, 1, on_done, &r));
     ASSERT_EQ(-ENOMEM, bdev::read(d, ch, buf.data(), 0, 1, on_done, &r));
     struct Waiter {
@@ -318,7 +381,7 @@ TEST_F(BdevTest, IoWaitRunsWhenABdevIoIsFreed) {
     ops_.complete_one();
     EXPECT_EQ((std::vector<int>{1, 2}), log);
     drain();
-    EXPECT_EQ(4, r.ok);
+    EXPECT_EQ(5, r.ok);
     thread::put_io_channel(ch);
     bdev::close(d);
     pump();
@@ -565,6 +628,319 @@ TEST_F(BdevTest, ResizeNotifiesAndShrinkIsRefusedWhileOpen) {
     EXPECT_EQ(0, bdev::read(d, ch, buf.data(), 100, 1, on_done, &r));  // the new range
     drain();
     EXPECT_EQ(1, r.ok);
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+TEST_F(BdevTest, CompareAndWriteWritesOnlyOnMatch) {
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("Fake0", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    std::vector<uint8_t> a(512, 0xaa), b(512, 0xbb), c(512, 0xcc), two(1024, 0);
+    iovec av{a.data(), 512}, bv{b.data(), 512}, cv{c.data(), 512}, twov{two.data(), 1024};
+    Result r;
+    EXPECT_EQ(-ENOTSUP, bdev::comparev_and_writev(d, ch, &av, 1, &bv, 1, 2, 1, on_done, &r));
+    ops_.compare = true;
+    ASSERT_EQ(0, bdev::write(d, ch, a.data(), 2, 1, on_done, &r));
+    drain();
+    ASSERT_EQ(1, r.ok);
+    // acwu is 1 block: two blocks is more than one atomic unit.
+    EXPECT_EQ(-EINVAL, bdev::comparev_and_writev(d, ch, &twov, 1, &twov, 1, 2, 2, on_done, &r));
+    EXPECT_EQ(-EINVAL, bdev::comparev_and_writev(d, ch, &twov, 1, &bv, 1, 2, 1, on_done, &r));
+
+    Result ok;
+    ASSERT_EQ(0, bdev::comparev_and_writev(d, ch, &av, 1, &bv, 1, 2, 1, on_done, &ok));
+    ASSERT_TRUE(pump_until([&] {
+        while (!ops_.pending.empty()) {
+            ops_.complete_one();
+        }
+        return ok.done == 1;
+    }));
+    EXPECT_EQ(1, ok.ok);
+    EXPECT_EQ(0, std::memcmp(ops_.data.data() + 2 * 512, b.data(), 512));
+
+    Result bad;  // the blocks hold b now, not a
+    ASSERT_EQ(0, bdev::comparev_and_writev(d, ch, &av, 1, &cv, 1, 2, 1, on_done, &bad));
+    ASSERT_TRUE(pump_until([&] {
+        while (!ops_.pending.empty()) {
+            ops_.complete_one();
+        }
+        return bad.done == 1;
+    }));
+    EXPECT_EQ(0, bad.ok);
+    EXPECT_EQ(2, bad.status.sct);
+    EXPECT_EQ(0x85, bad.status.sc);  // compare failure
+    EXPECT_EQ(0, std::memcmp(ops_.data.data() + 2 * 512, b.data(), 512));
+    EXPECT_EQ(ops_.submitted.back().first, IoType::Compare);  // and no write after it
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+// The range lock: a compare-and-write waits for overlapping writes already at the module,
+// and holds overlapping writes that come after it, from its own thread and from another,
+// until it has written. Writes elsewhere are not held.
+TEST_F(BdevTest, CompareAndWriteIsAtomicAgainstOtherWrites) {
+    ops_.compare = true;
+    thread::Thread *t2 = thread::create("bdev_test_2");
+    auto pump_both = [&](int rounds = 50) {
+        for (int i = 0; i < rounds; ++i) {
+            thread::set_current(nullptr);
+            t_->poll(64, util::ticks());
+            t2->poll(64, util::ticks());
+        }
+        thread::set_current(t_);
+    };
+    bdev::Desc *d, *d2;
+    ASSERT_EQ(0, bdev::open("Fake0", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    thread::set_current(t2);
+    ASSERT_EQ(0, bdev::open("Fake0", true, nullptr, &d2));
+    auto *ch2 = bdev::get_io_channel(d2);
+    thread::set_current(t_);
+
+    std::vector<uint8_t> zero(1024, 0), w1(1024, 1), cawv(512, 2), w2(512, 3), w3(512, 4),
+        w4(512, 5);
+    iovec cmp{zero.data(), 512}, wr{cawv.data(), 512};
+    Result r1, rc, r2, r3, r4;
+    ASSERT_EQ(0, bdev::write(d, ch, w1.data(), 2, 2, on_done, &r1));  // at the module
+    pump_both();
+    ASSERT_EQ(0, bdev::comparev_and_writev(d, ch, &cmp, 1, &wr, 1, 3, 1, on_done, &rc));
+    pump_both();
+    ASSERT_EQ(1u, ops_.pending.size());  // the lock waits for w1
+    EXPECT_EQ(IoType::Write, ops_.pending.front()->type);
+    ops_.complete_one();     // w1 done: blocks 2..3 hold 1s, so the compare will fail...
+    ops_.data[3 * 512] = 0;  // ...unless block 3 is zero again: make it all zero
+    std::memset(ops_.data.data() + 3 * 512, 0, 512);
+    pump_both();
+    ASSERT_EQ(1u, ops_.pending.size());
+    EXPECT_EQ(IoType::Compare, ops_.pending.front()->type);
+
+    ASSERT_EQ(0, bdev::write(d, ch, w2.data(), 3, 1, on_done, &r2));  // overlaps: held
+    thread::set_current(t2);
+    ASSERT_EQ(0, bdev::write(d2, ch2, w4.data(), 3, 1, on_done, &r4));  // other thread: held
+    thread::set_current(t_);
+    ASSERT_EQ(0, bdev::write(d, ch, w3.data(), 10, 1, on_done, &r3));  // elsewhere: not held
+    pump_both();
+    ASSERT_EQ(2u, ops_.pending.size());
+    EXPECT_EQ(10u, ops_.pending.back()->offset_blocks);
+    ops_.complete_one();  // the compare matches
+    pump_both();
+    ASSERT_EQ(2u, ops_.pending.size());  // w3 and the compare-and-write's write
+    EXPECT_EQ(IoType::Write, ops_.pending.back()->type);
+    EXPECT_EQ(3u, ops_.pending.back()->offset_blocks);
+    EXPECT_EQ(0, r2.done + r4.done);
+    while (!ops_.pending.empty()) {
+        ops_.complete_one();
+    }
+    pump_both();
+    EXPECT_EQ(1, rc.ok);
+    EXPECT_EQ(1, r3.ok);
+    EXPECT_EQ(2u, ops_.pending.size());  // w2 and w4 released after the unlock
+    while (!ops_.pending.empty()) {
+        ops_.complete_one();
+    }
+    pump_both();
+    EXPECT_EQ(1, r2.ok);
+    EXPECT_EQ(1, r4.ok);
+    // The compare-and-write's data landed before either held write.
+    size_t caw_write = 0, first_held = 0;
+    for (size_t i = 0; i < ops_.submitted.size(); ++i) {
+        const auto &[type, off] = ops_.submitted[i];
+        if (type == IoType::Write && off == 3 && caw_write == 0) {
+            caw_write = i;
+        } else if (type == IoType::Write && off == 3 && first_held == 0) {
+            first_held = i;
+        }
+    }
+    EXPECT_LT(caw_write, first_held);
+
+    thread::set_current(t2);
+    thread::put_io_channel(ch2);
+    bdev::close(d2);
+    thread::set_current(t_);
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump_both();
+    t2->exit();
+    while (!t2->exited()) {
+        pump_both(1);
+    }
+    thread::Thread::destroy(t2);
+}
+
+TEST_F(BdevTest, AbortRecallsHeldAndModuleRequests) {
+    bdev::Desc *ro, *d;
+    ASSERT_EQ(0, bdev::open("Fake0", false, nullptr, &ro));
+    ASSERT_EQ(0, bdev::open("Fake0", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    std::vector<uint8_t> buf(512);
+    Result a, b, ab;
+    EXPECT_EQ(-EBADF, bdev::abort(ro, ch, &a, on_done, &ab));
+
+    // At the module, which cannot abort: the abort fails, the read goes on.
+    ASSERT_EQ(0, bdev::read(d, ch, buf.data(), 1, 1, on_done, &a));
+    ASSERT_EQ(0, bdev::abort(d, ch, &a, on_done, &ab));
+    pump();
+    EXPECT_EQ(1, ab.done);
+    EXPECT_EQ(0, ab.ok);
+    EXPECT_EQ(0, a.done);
+
+    // The module can abort: only the matching request is recalled.
+    ops_.abort = true;
+    ASSERT_EQ(0, bdev::read(d, ch, buf.data(), 2, 1, on_done, &b));
+    Result ab2;
+    ASSERT_EQ(0, bdev::abort(d, ch, &a, on_done, &ab2));
+    pump();
+    EXPECT_EQ(1, ab2.ok);
+    EXPECT_EQ(1, a.done);
+    EXPECT_EQ(0, a.ok);
+    EXPECT_EQ(0x07, a.status.sc);  // aborted by request
+    EXPECT_EQ(0, b.done);
+
+    // Nothing matches: the abort fails.
+    Result ab3;
+    ASSERT_EQ(0, bdev::abort(d, ch, &ab3, on_done, &ab3));
+    pump();
+    EXPECT_EQ(0, ab3.ok);
+    drain();
+    EXPECT_EQ(1, b.ok);
+
+    // Held by a range lock: recalled by the layer itself.
+    ops_.abort = false;
+    ops_.compare = true;
+    std::vector<uint8_t> zero(512, 0), cw(512, 9), w(512, 7);
+    iovec cmp{zero.data(), 512}, wr{cw.data(), 512};
+    Result c, held, ab4;
+    ASSERT_EQ(0, bdev::comparev_and_writev(d, ch, &cmp, 1, &wr, 1, 5, 1, on_done, &c));
+    pump();
+    ASSERT_EQ(1u, ops_.pending.size());  // the compare
+    ASSERT_EQ(0, bdev::write(d, ch, w.data(), 5, 1, on_done, &held));
+    ASSERT_EQ(0, bdev::abort(d, ch, &held, on_done, &ab4));
+    pump();
+    EXPECT_EQ(1, ab4.ok);
+    EXPECT_EQ(1, held.done);
+    EXPECT_EQ(0x07, held.status.sc);
+    ASSERT_TRUE(pump_until([&] {
+        while (!ops_.pending.empty()) {
+            ops_.complete_one();
+        }
+        return c.done == 1;
+    }));
+    EXPECT_EQ(1, c.ok);
+    EXPECT_EQ(0, std::memcmp(ops_.data.data() + 5 * 512, cw.data(), 512));  // not 7s
+    thread::put_io_channel(ch);
+    bdev::close(ro);
+    bdev::close(d);
+    pump();
+}
+
+// A read without a buffer gets one from iobuf; the callback sees the data in io->iovs.
+struct BufRead {
+    int done = 0;
+    bool ok = false;
+    std::vector<uint8_t> data;
+};
+void on_buf_read(BdevIo *io, bool ok, void *arg) {
+    auto *r = static_cast<BufRead *>(arg);
+    ++r->done;
+    r->ok = ok;
+    if (ok && io->iovcnt == 1 && io->iovs[0].iov_base != nullptr) {
+        auto *p = static_cast<uint8_t *>(io->iovs[0].iov_base);
+        r->data.assign(p, p + io->iovs[0].iov_len);
+    }
+    bdev::free_io(io);
+}
+
+TEST_F(BdevTest, ReadsWithoutABufferWaitForIobufAndResume) {
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("Fake0", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    for (size_t i = 0; i < ops_.data.size(); ++i) {
+        ops_.data[i] = static_cast<uint8_t>(i / 512);
+    }
+    Result r;
+    EXPECT_EQ(-EINVAL, bdev::write(d, ch, nullptr, 0, 1, on_done, &r));  // writes need data
+    iovec two[2] = {{nullptr, 512}, {nullptr, 512}};
+    EXPECT_EQ(-EINVAL, bdev::readv(d, ch, two, 2, 0, 2, on_done, &r));
+
+    // 64 small buffers in all: 80 reads of one block, 16 of which wait for a buffer.
+    constexpr int kReads = 80;
+    std::vector<BufRead> reads(kReads);
+    for (int i = 0; i < kReads; ++i) {
+        ASSERT_EQ(0, bdev::read(d, ch, nullptr, i % 64, 1, on_buf_read, &reads[i]));
+    }
+    pump();
+    EXPECT_EQ(64u, ops_.pending.size());
+    // The waiting ones can be aborted like any held request.
+    Result ab;
+    ASSERT_EQ(0, bdev::abort(d, ch, &reads[kReads - 1], on_done, &ab));
+    pump();
+    EXPECT_EQ(1, ab.ok);
+    EXPECT_EQ(1, reads[kReads - 1].done);
+    EXPECT_FALSE(reads[kReads - 1].ok);
+    // Each completion frees a buffer for the next waiter.
+    ASSERT_TRUE(pump_until([&] {
+        while (!ops_.pending.empty()) {
+            ops_.complete_one();
+        }
+        int done = 0;
+        for (const auto &x : reads) {
+            done += x.done;
+        }
+        return done == kReads;
+    }));
+    for (int i = 0; i < kReads - 1; ++i) {
+        ASSERT_TRUE(reads[i].ok) << i;
+        ASSERT_EQ(512u, reads[i].data.size());
+        EXPECT_EQ(static_cast<uint8_t>(i % 64), reads[i].data[0]) << i;
+    }
+    std::vector<thread::IobufModuleStats> stats;
+    thread::iobuf_get_stats([&](const auto &s) { stats = s; });
+    pump();
+    auto it =
+        std::find_if(stats.begin(), stats.end(), [](const auto &s) { return s.module == "bdev"; });
+    ASSERT_NE(stats.end(), it);
+    EXPECT_GE(it->small_pool.retry, 16u);
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+TEST_F(BdevTest, MisalignedBuffersAreBounced) {
+    b_.required_alignment = 512;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("Fake0", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    std::vector<uint8_t> raw(4096 + 1);
+    uint8_t *odd = raw.data() + 1;  // off any 512-byte boundary
+    for (int i = 0; i < 1024; ++i) {
+        odd[i] = static_cast<uint8_t>(i * 7);
+    }
+    iovec parts[3] = {{odd, 100}, {odd + 100, 900}, {odd + 1000, 24}};
+    Result w, r;
+    ASSERT_EQ(0, bdev::writev(d, ch, parts, 3, 8, 2, on_done, &w));
+    drain();
+    ASSERT_EQ(1, w.ok);
+    EXPECT_EQ(0, std::memcmp(ops_.data.data() + 8 * 512, odd, 1024));
+    std::vector<uint8_t> back_raw(1024 + 3, 0);
+    iovec back{back_raw.data() + 3, 1024};
+    ASSERT_EQ(0, bdev::readv(d, ch, &back, 1, 8, 2, on_done, &r));
+    drain();
+    ASSERT_EQ(1, r.ok);
+    EXPECT_EQ(0, std::memcmp(back_raw.data() + 3, odd, 1024));
+    EXPECT_EQ(0, ops_.misaligned_seen);
+    // The caller's iovecs are as they were.
+    EXPECT_EQ(odd + 100, parts[1].iov_base);
+    EXPECT_EQ(back_raw.data() + 3, back.iov_base);
+    // Aligned buffers go through untouched.
+    alignas(512) static uint8_t aligned[512];
+    Result a;
+    ASSERT_EQ(0, bdev::read(d, ch, aligned, 8, 1, on_done, &a));
+    ASSERT_EQ(1u, ops_.pending.size());
+    EXPECT_EQ(aligned, ops_.pending.front()->iovs[0].iov_base);
+    drain();
     thread::put_io_channel(ch);
     bdev::close(d);
     pump();

@@ -19,8 +19,10 @@
 #include "flint/bdev/module.h"
 #include "flint/env/env.h"
 #include "flint/event/app.h"
+#include "flint/event/iobuf.h"
 #include "flint/event/subsystem.h"
 #include "flint/jsonrpc/jsonrpc.h"
+#include "flint/thread/iobuf.h"
 #include "flint/util/time.h"
 
 using namespace flint;
@@ -82,6 +84,11 @@ protected:
     static void SetUpTestSuite() {
         bdev_malloc::register_module();
         bdev_null::register_module();
+        thread::IobufOptions io_opts;  // small pools: the test EAL has 256 MiB
+        io_opts.small_pool_count = 256;
+        io_opts.large_pool_count = 64;
+        ASSERT_EQ(0, thread::iobuf_set_options(io_opts, nullptr));
+        event::register_iobuf_subsystem();
         bdev::register_subsystem();
         std::string err;
         ASSERT_TRUE(event::subsystems().resolve(&err)) << err;

@@ -1,0 +1,868 @@
+// The shared bdev_io pool (per-thread caches, io-wait queues, the retry poller) and parallel
+// splitting into child bdev_ios, against fake modules.
+#include <gtest/gtest.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../common/eal_env.h"
+#include "flint/bdev/module.h"
+#include "flint/env/env.h"
+#include "flint/util/time.h"
+
+using namespace flint;
+using bdev::BdevIo;
+using bdev::IoType;
+using bdev::NvmeStatus;
+namespace nvme_status = bdev::nvme_status;
+
+namespace {
+
+FLINT_TEST_EAL_ENV("bdev_pool_split_test");
+
+struct FakeModule : bdev::Module {
+    const char *name() const override { return "fake"; }
+};
+FakeModule g_module;
+
+bool same(NvmeStatus a, NvmeStatus b) {
+    return a.sct == b.sct && a.sc == b.sc;
+}
+
+// Memory-backed; holds I/O in `pending` until the test completes it, and records what the
+// layer sent it.
+struct FakeOps : bdev::BdevOps {
+    std::vector<uint8_t> data;
+    uint32_t bs = 512;
+    std::deque<BdevIo *> pending;
+    size_t max_pending = 0;
+    size_t submitted = 0;
+
+    void submit(thread::IoChannel *, BdevIo *io) override {
+        pending.push_back(io);
+        ++submitted;
+        max_pending = std::max(max_pending, pending.size());
+    }
+    bool supports(IoType t) const override {
+        return t == IoType::Read || t == IoType::Write || t == IoType::Reset;
+    }
+    void *io_device() override { return this; }
+    void destruct(std::function<void()> done) override { done(); }
+
+    void complete(BdevIo *io, NvmeStatus status) {
+        uint64_t off = io->offset_blocks * bs;
+        if (status.ok() && (io->type == IoType::Read || io->type == IoType::Write)) {
+            for (int i = 0; i < io->iovcnt; ++i) {
+                auto *base = static_cast<uint8_t *>(io->iovs[i].iov_base);
+                if (io->type == IoType::Read) {
+                    std::memcpy(base, data.data() + off, io->iovs[i].iov_len);
+                } else {
+                    std::memcpy(data.data() + off, base, io->iovs[i].iov_len);
+                }
+                off += io->iovs[i].iov_len;
+            }
+        }
+        bdev::io_complete(io, status);
+    }
+    void complete_one(NvmeStatus status = nvme_status::kSuccess) {
+        BdevIo *io = pending.front();
+        pending.pop_front();
+        complete(io, status);
+    }
+};
+
+struct FakeBdev {
+    FakeOps ops;
+    bdev::Bdev bdev;
+    bool registered = false;
+};
+
+struct Result {
+    int done = 0;
+    int ok = 0;
+    NvmeStatus status;
+};
+
+void on_done(BdevIo *io, bool ok, void *arg) {
+    auto *r = static_cast<Result *>(arg);
+    ++r->done;
+    r->ok += ok ? 1 : 0;
+    r->status = bdev::io_status(io);
+    bdev::free_io(io);
+}
+
+std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
+    std::vector<uint8_t> v(n);
+    std::mt19937 rng(seed);
+    for (auto &x : v) {
+        x = static_cast<uint8_t>(rng());
+    }
+    return v;
+}
+
+// iovecs over buf with the given lengths, which must add up to buf's size.
+std::vector<iovec> cut(std::vector<uint8_t> &buf, const std::vector<size_t> &lens) {
+    std::vector<iovec> iov;
+    size_t off = 0;
+    for (size_t l : lens) {
+        iov.push_back({buf.data() + off, l});
+        off += l;
+    }
+    EXPECT_EQ(buf.size(), off);
+    return iov;
+}
+
+class PoolSplitTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        saved_ = bdev::options();
+        thread::lib_init({});
+        t_ = thread::create("main");
+        threads_.push_back(t_);
+        thread::set_current(t_);
+    }
+    void TearDown() override {
+        thread::set_current(t_);
+        for (auto &f : fakes_) {
+            if (f->registered) {
+                int rc = -1;
+                ASSERT_EQ(0, bdev::unregister_bdev(&f->bdev, [&](int r) { rc = r; }));
+                EXPECT_TRUE(pump_until([&] { return rc == 0; }));
+            }
+            bool unreg = false;
+            thread::io_device_unregister(&f->ops, [&] { unreg = true; });
+            EXPECT_TRUE(pump_until([&] { return unreg; }));
+        }
+        if (layer_up_) {
+            bool done = false;
+            bdev::layer_fini([&] { done = true; });
+            EXPECT_TRUE(pump_until([&] { return done; }));
+        }
+        for (thread::Thread *t : threads_) {
+            thread::set_current(t);
+            t->exit();
+            thread::set_current(nullptr);
+            while (!t->exited()) {
+                t->poll(64, util::ticks());
+            }
+            thread::Thread::destroy(t);
+        }
+        EXPECT_TRUE(thread::lib_fini());
+        bdev::options() = saved_;
+    }
+
+    void start_layer(uint32_t pool = 65535, uint32_t cache = 256) {
+        bdev::options().bdev_io_pool_size = pool;
+        bdev::options().bdev_io_cache_size = cache;
+        ASSERT_EQ(0, bdev::layer_init());
+        layer_up_ = true;
+    }
+    FakeBdev *make_bdev(const std::string &name, uint64_t blocks = 1024, uint32_t bs = 512) {
+        auto f = std::make_unique<FakeBdev>();
+        f->ops.bs = bs;
+        f->ops.data.assign(blocks * bs, 0);
+        thread::io_device_register(&f->ops, nullptr, nullptr, 0, "fake " + name);
+        f->bdev.name = name;
+        f->bdev.block_size = bs;
+        f->bdev.num_blocks = blocks;
+        f->bdev.module = &g_module;
+        f->bdev.ops = &f->ops;
+        EXPECT_EQ(0, bdev::register_bdev(&f->bdev));
+        f->registered = true;
+        fakes_.push_back(std::move(f));
+        return fakes_.back().get();
+    }
+    thread::Thread *add_thread(const std::string &name) {
+        thread::Thread *t = thread::create(name);
+        threads_.push_back(t);
+        return t;
+    }
+    // Runs fn as thread t (the test itself goes on as the main thread).
+    template <class F>
+    void on(thread::Thread *t, F fn) {
+        thread::set_current(t);
+        fn();
+        thread::set_current(t_);
+    }
+    // Polls every thread for a while, as their reactors would.
+    void pump(int rounds = 20) {
+        for (int i = 0; i < rounds; ++i) {
+            thread::set_current(nullptr);
+            for (thread::Thread *t : threads_) {
+                t->poll(64, util::ticks());
+            }
+            thread::set_current(t_);
+        }
+    }
+    // Pumps until pred holds (timed pollers need real time to pass), at most 10 s.
+    template <class P>
+    bool pump_until(P pred) {
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (!pred()) {
+            if (std::chrono::steady_clock::now() > deadline) {
+                return false;
+            }
+            pump(1);
+        }
+        return true;
+    }
+    // Completes what f's module holds until r is done.
+    bool run_to_done(FakeBdev *f, const Result &r) {
+        return pump_until([&] {
+            while (!f->ops.pending.empty()) {
+                f->ops.complete_one();
+            }
+            return r.done > 0;
+        });
+    }
+    bdev::IoStats iostat(FakeBdev *f) {
+        bdev::IoStats st;
+        bool got = false;
+        bdev::get_iostat(&f->bdev, [&](const bdev::IoStats &s) {
+            st = s;
+            got = true;
+        });
+        EXPECT_TRUE(pump_until([&] { return got; }));
+        return st;
+    }
+
+    thread::Thread *t_ = nullptr;
+    std::vector<thread::Thread *> threads_;
+    std::vector<std::unique_ptr<FakeBdev>> fakes_;
+    bdev::Options saved_;
+    bool layer_up_ = false;
+};
+
+// ---- the shared pool ----
+
+TEST_F(PoolSplitTest, NoChannelBeforeTheLayerIsInitialised) {
+    FakeBdev *f = make_bdev("Early");
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("Early", false, nullptr, &d));
+    EXPECT_EQ(nullptr, bdev::get_io_channel(d));
+    bdev::close(d);
+    (void)f;
+}
+
+// Channels reserve nothing: 300 (bdev, thread) channels with the default options, where
+// per-channel reservations stopped at 65535 / 256 = 255.
+TEST_F(PoolSplitTest, MoreThan255ChannelsOnOneThread) {
+    start_layer();
+    const int kBdevs = 300;
+    std::vector<FakeBdev *> fs;
+    std::vector<bdev::Desc *> ds(kBdevs);
+    std::vector<thread::IoChannel *> chs(kBdevs);
+    for (int i = 0; i < kBdevs; ++i) {
+        fs.push_back(make_bdev("Many" + std::to_string(i), 8));
+        ASSERT_EQ(0, bdev::open(fs[i]->bdev.name, false, nullptr, &ds[i]));
+        chs[i] = bdev::get_io_channel(ds[i]);
+        ASSERT_NE(nullptr, chs[i]) << i;
+    }
+    std::vector<uint8_t> buf(512);
+    Result r;
+    for (int i = 0; i < kBdevs; ++i) {
+        ASSERT_EQ(0, bdev::read(ds[i], chs[i], buf.data(), 0, 1, on_done, &r));
+    }
+    for (FakeBdev *f : fs) {
+        f->ops.complete_one();
+    }
+    pump();
+    EXPECT_EQ(kBdevs, r.ok);
+    for (int i = 0; i < kBdevs; ++i) {
+        thread::put_io_channel(chs[i]);
+        bdev::close(ds[i]);
+    }
+    pump();
+}
+
+// Thread B holds every bdev_io and returns them to the global pool (beyond its own cache);
+// thread A, which frees nothing, gets its waiter served by the retry poller.
+TEST_F(PoolSplitTest, RetryPollerServesAThreadThatFreesNothing) {
+    start_layer(6, 2);
+    FakeBdev *f = make_bdev("Shared");
+    thread::Thread *a = add_thread("a");
+    thread::Thread *b = add_thread("b");
+    bdev::Desc *da, *db;
+    thread::IoChannel *cha = nullptr, *chb = nullptr;
+    on(a, [&] {
+        ASSERT_EQ(0, bdev::open("Shared", false, nullptr, &da));
+        cha = bdev::get_io_channel(da);
+    });
+    on(b, [&] {
+        ASSERT_EQ(0, bdev::open("Shared", false, nullptr, &db));
+        chb = bdev::get_io_channel(db);
+    });
+    ASSERT_NE(nullptr, cha);
+    ASSERT_NE(nullptr, chb);
+    std::vector<uint8_t> buf(512);
+    Result rb, ra;
+    on(b, [&] {
+        for (int i = 0; i < 6; ++i) {
+            ASSERT_EQ(0, bdev::read(db, chb, buf.data(), 0, 1, on_done, &rb));
+        }
+        EXPECT_EQ(-ENOMEM, bdev::read(db, chb, buf.data(), 0, 1, on_done, &rb));
+    });
+    struct Waiter {
+        bdev::IoWaitEntry entry;
+        bdev::Desc *d;
+        thread::IoChannel *ch;
+        uint8_t *buf;
+        Result *r;
+        int called = 0;
+        int rc = 1;
+    } w{{}, da, cha, buf.data(), &ra};
+    w.entry.cb = [](void *arg) {
+        auto *w = static_cast<Waiter *>(arg);
+        ++w->called;
+        w->rc = bdev::read(w->d, w->ch, w->buf, 0, 1, on_done, w->r);
+    };
+    w.entry.cb_arg = &w;
+    size_t timed_before = 0, timed_waiting = 0;
+    on(a, [&] {
+        EXPECT_EQ(-ENOMEM, bdev::read(da, cha, buf.data(), 0, 1, on_done, &ra));
+        timed_before = a->timed_poller_count();
+        ASSERT_EQ(0, bdev::queue_io_wait(cha, &w.entry));
+        timed_waiting = a->timed_poller_count();
+    });
+    EXPECT_EQ(timed_before + 1, timed_waiting);  // the retry poller, only while waiting
+    // B's I/O completes on B: two bdev_ios stay in B's cache, four go back to the pool.
+    on(b, [&] {
+        while (!f->ops.pending.empty()) {
+            f->ops.complete_one();
+        }
+    });
+    EXPECT_EQ(6, rb.ok);
+    EXPECT_EQ(0, w.called);  // nothing was freed on A
+    // The pool has bdev_ios again, but A's waiter comes first: no jumping the queue.
+    on(a, [&] { EXPECT_EQ(-ENOMEM, bdev::read(da, cha, buf.data(), 0, 1, on_done, &ra)); });
+    ASSERT_TRUE(pump_until([&] { return w.called == 1; }));
+    EXPECT_EQ(0, w.rc);
+    ASSERT_TRUE(pump_until([&] { return f->ops.pending.size() == 1; }));
+    on(a, [&] { f->ops.complete_one(); });
+    pump();
+    EXPECT_EQ(1, ra.ok);
+    size_t timed_after = 0;
+    on(a, [&] { timed_after = a->timed_poller_count(); });
+    EXPECT_EQ(timed_before, timed_after);  // unregistered once no one waits
+    on(a, [&] {
+        thread::put_io_channel(cha);
+        bdev::close(da);
+    });
+    on(b, [&] {
+        thread::put_io_channel(chb);
+        bdev::close(db);
+    });
+    pump();
+}
+
+// A freed bdev_io serves this thread's waiters before anyone else, and a new request does
+// not jump ahead of them.
+TEST_F(PoolSplitTest, WaitersComeFirst) {
+    start_layer(2, 2);
+    FakeBdev *f = make_bdev("W");
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("W", false, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    std::vector<uint8_t> buf(512);
+    Result r, waiter_r;
+    ASSERT_EQ(0, bdev::read(d, ch, buf.data(), 0, 1, on_done, &r));
+    ASSERT_EQ(0, bdev::read(d, ch, buf.data(), 1, 1, on_done, &r));
+    ASSERT_EQ(-ENOMEM, bdev::read(d, ch, buf.data(), 2, 1, on_done, &r));
+    struct Waiter {
+        bdev::IoWaitEntry entry;
+        bdev::Desc *d;
+        thread::IoChannel *ch;
+        uint8_t *buf;
+        Result *r;
+    } w{{}, d, ch, buf.data(), &waiter_r};
+    w.entry.cb = [](void *arg) {
+        auto *w = static_cast<Waiter *>(arg);
+        EXPECT_EQ(0, bdev::read(w->d, w->ch, w->buf, 3, 1, on_done, w->r));
+    };
+    w.entry.cb_arg = &w;
+    ASSERT_EQ(0, bdev::queue_io_wait(ch, &w.entry));
+    f->ops.complete_one();  // its bdev_io goes to the waiter at once
+    EXPECT_EQ(1, r.ok);
+    ASSERT_EQ(2u, f->ops.pending.size());
+    EXPECT_EQ(3u, f->ops.pending.back()->offset_blocks);
+    EXPECT_EQ(-ENOMEM, bdev::read(d, ch, buf.data(), 4, 1, on_done, &r));
+    while (!f->ops.pending.empty()) {
+        f->ops.complete_one();
+    }
+    pump();
+    EXPECT_EQ(2, r.ok);
+    EXPECT_EQ(1, waiter_r.ok);
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+// Two OS threads, each polling its own thread, share a pool smaller than either one's
+// depth: bdev_ios move between them through the global pool (ThreadSanitizer checks it).
+TEST_F(PoolSplitTest, TwoOsThreadsShareASmallPool) {
+    start_layer(12, 4);
+    // Completes every I/O on a later turn of the submitting thread.
+    struct InstantOps : bdev::BdevOps {
+        void submit(thread::IoChannel *, BdevIo *io) override {
+            thread::send_msg(
+                thread::current(),
+                [](void *arg) {
+                    bdev::io_complete(static_cast<BdevIo *>(arg), nvme_status::kSuccess);
+                },
+                io);
+        }
+        bool supports(IoType t) const override { return t == IoType::Read; }
+        void *io_device() override { return this; }
+        void destruct(std::function<void()> done) override { done(); }
+    } ops;
+    thread::io_device_register(&ops, nullptr, nullptr, 0, "instant");
+    bdev::Bdev b;
+    b.name = "Instant";
+    b.block_size = 512;
+    b.num_blocks = 64;
+    b.module = &g_module;
+    b.ops = &ops;
+    ASSERT_EQ(0, bdev::register_bdev(&b));
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("Instant", false, nullptr, &d));
+
+    constexpr int kDepth = 16;
+    constexpr int kTarget = 20000;
+    struct Worker;
+    struct Task {
+        Worker *w;
+        bdev::IoWaitEntry wait;
+    };
+    struct Worker {
+        thread::Thread *t;
+        bdev::Desc *d;
+        thread::IoChannel *ch = nullptr;
+        int submitted = 0;
+        int completed = 0;
+        int errors = 0;
+        int waits = 0;
+        uint8_t buf[512];
+        Task tasks[kDepth];
+    };
+    struct Ops {
+        static void submit(Task *task) {
+            Worker *w = task->w;
+            if (w->submitted >= kTarget) {
+                return;  // a late waiter: all is sent
+            }
+            int rc = bdev::read(w->d, w->ch, w->buf, 0, 1, done, task);
+            if (rc == 0) {
+                ++w->submitted;
+            } else if (rc == -ENOMEM) {
+                ++w->waits;
+                if (bdev::queue_io_wait(w->ch, &task->wait) != 0) {
+                    ++w->errors;
+                }
+            } else {
+                ++w->errors;
+            }
+        }
+        static void done(BdevIo *io, bool ok, void *arg) {
+            auto *task = static_cast<Task *>(arg);
+            Worker *w = task->w;
+            bdev::free_io(io);
+            ++w->completed;
+            w->errors += ok ? 0 : 1;
+            if (w->submitted < kTarget) {
+                submit(task);
+            }
+        }
+    };
+    std::vector<std::unique_ptr<Worker>> workers;
+    for (const char *name : {"w0", "w1"}) {
+        auto w = std::make_unique<Worker>();
+        w->t = add_thread(name);
+        w->d = d;
+        for (Task &task : w->tasks) {
+            task.w = w.get();
+            task.wait.cb = [](void *arg) { Ops::submit(static_cast<Task *>(arg)); };
+            task.wait.cb_arg = &task;
+        }
+        workers.push_back(std::move(w));
+    }
+    thread::set_current(nullptr);
+    std::vector<std::thread> os;
+    std::atomic<int> ready{0};
+    for (auto &wp : workers) {
+        Worker *w = wp.get();
+        os.emplace_back([w, &ready] {
+            // The EAL pinned this process's main thread (and so its children) to one core.
+            cpu_set_t all;
+            CPU_ZERO(&all);
+            for (int c = 0; c < CPU_SETSIZE; ++c) {
+                CPU_SET(c, &all);
+            }
+            sched_setaffinity(0, sizeof(all), &all);
+            thread::set_current(w->t);
+            w->ch = bdev::get_io_channel(w->d);
+            // Both start together, so their demand (2 x kDepth) meets the pool at once.
+            ready.fetch_add(1);
+            while (ready.load() < 2) {
+                std::this_thread::yield();
+            }
+            if (w->ch != nullptr) {
+                for (Task &task : w->tasks) {
+                    Ops::submit(&task);
+                }
+            }
+            thread::set_current(nullptr);
+            auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+            while (w->ch != nullptr && w->completed < kTarget &&
+                   std::chrono::steady_clock::now() < deadline) {
+                w->t->poll(64, util::ticks());
+            }
+        });
+    }
+    for (auto &t : os) {
+        t.join();
+    }
+    thread::set_current(t_);
+    for (auto &w : workers) {
+        ASSERT_NE(nullptr, w->ch);
+        EXPECT_EQ(kTarget, w->completed);
+        EXPECT_EQ(0, w->errors);
+        EXPECT_GT(w->waits, 0);  // its depth alone is more than the pool
+        on(w->t, [&] { thread::put_io_channel(w->ch); });
+    }
+    bdev::close(d);
+    int rc = -1;
+    ASSERT_EQ(0, bdev::unregister_bdev(&b, [&](int r) { rc = r; }));
+    ASSERT_TRUE(pump_until([&] { return rc == 0; }));
+    bool unreg = false;
+    thread::io_device_unregister(&ops, [&] { unreg = true; });
+    ASSERT_TRUE(pump_until([&] { return unreg; }));
+}
+
+// ---- splitting ----
+
+TEST_F(PoolSplitTest, SplitChildrenAreAtTheModuleTogether) {
+    start_layer();
+    FakeBdev *f = make_bdev("S", 1024);
+    f->bdev.optimal_io_boundary = 8;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("S", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    // 40 children: 32 at once, the rest as those complete.
+    std::vector<uint8_t> src = pattern(320 * 512, 1);
+    Result w;
+    ASSERT_EQ(0, bdev::write(d, ch, src.data(), 0, 320, on_done, &w));
+    EXPECT_EQ(32u, f->ops.pending.size());
+    EXPECT_EQ(0, w.done);
+    uint64_t expect_off = 0;
+    for (BdevIo *io : f->ops.pending) {
+        EXPECT_EQ(IoType::Write, io->type);
+        EXPECT_EQ(expect_off, io->offset_blocks);
+        EXPECT_EQ(8u, io->num_blocks);
+        expect_off += 8;
+    }
+    f->ops.complete_one();
+    EXPECT_EQ(32u, f->ops.pending.size());  // the next child took the finished one's place
+    EXPECT_EQ(256u, f->ops.pending.back()->offset_blocks);
+    ASSERT_TRUE(run_to_done(f, w));
+    EXPECT_EQ(1, w.done);
+    EXPECT_EQ(1, w.ok);
+    EXPECT_EQ(40u, f->ops.submitted);
+    EXPECT_EQ(32u, f->ops.max_pending);
+    EXPECT_EQ(0, std::memcmp(f->ops.data.data(), src.data(), src.size()));
+    // Accounted once, as the caller sent it.
+    bdev::IoStats st = iostat(f);
+    EXPECT_EQ(1u, st.num_write_ops);
+    EXPECT_EQ(src.size(), st.bytes_written);
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+TEST_F(PoolSplitTest, ParentCompletesOnceWithTheFirstError) {
+    start_layer();
+    FakeBdev *f = make_bdev("E", 1024);
+    f->bdev.max_transfer_blocks = 4;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("E", false, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    std::vector<uint8_t> buf(200 * 512);
+    Result r;
+    ASSERT_EQ(0, bdev::read(d, ch, buf.data(), 0, 200, on_done, &r));  // 50 children
+    ASSERT_EQ(32u, f->ops.pending.size());
+    f->ops.complete_one();
+    f->ops.complete_one(nvme_status::kUnrecoveredReadError);
+    f->ops.complete_one();
+    f->ops.complete_one(nvme_status::kDataTransferError);
+    // No child is sent after a failure: the 30 out drain, then the parent completes.
+    EXPECT_EQ(0, r.done);
+    while (!f->ops.pending.empty()) {
+        f->ops.complete_one();
+    }
+    pump();
+    EXPECT_EQ(1, r.done);
+    EXPECT_EQ(0, r.ok);
+    EXPECT_TRUE(same(nvme_status::kUnrecoveredReadError, r.status));
+    EXPECT_EQ(33u, f->ops.submitted);  // 32, and one after the first success
+    bdev::IoStats st = iostat(f);
+    EXPECT_EQ(1u, st.io_errors);
+    EXPECT_EQ(0u, st.num_read_ops);
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+// One bdev_io for the parent and one for a child: the children run one after another,
+// each reusing the bdev_io the previous one freed.
+TEST_F(PoolSplitTest, SplitsUnderAPoolSmallerThanItsChildren) {
+    start_layer(2, 2);
+    FakeBdev *f = make_bdev("T", 256);
+    f->bdev.optimal_io_boundary = 4;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("T", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    std::vector<uint8_t> src = pattern(40 * 512, 2);
+    Result w;
+    ASSERT_EQ(0, bdev::write(d, ch, src.data(), 2, 40, on_done, &w));  // 11 children
+    EXPECT_EQ(1u, f->ops.pending.size());
+    ASSERT_TRUE(run_to_done(f, w));
+    EXPECT_EQ(1, w.ok);
+    EXPECT_EQ(11u, f->ops.submitted);
+    EXPECT_EQ(1u, f->ops.max_pending);
+    EXPECT_EQ(0, std::memcmp(f->ops.data.data() + 2 * 512, src.data(), src.size()));
+
+    // Every bdev_io taken: the parent gets one and waits for its first child's on the
+    // thread's io-wait queue, behind nobody.
+    std::vector<uint8_t> one(512);
+    Result other, r;
+    std::vector<uint8_t> out(src.size());
+    ASSERT_EQ(0, bdev::read(d, ch, one.data(), 100, 1, on_done, &other));
+    ASSERT_EQ(0, bdev::read(d, ch, out.data(), 2, 40, on_done, &r));
+    EXPECT_EQ(1u, f->ops.pending.size());  // only the other read
+    f->ops.complete_one();  // frees a bdev_io: the waiting parent sends its first child
+    EXPECT_EQ(1, other.ok);
+    ASSERT_EQ(1u, f->ops.pending.size());
+    EXPECT_EQ(2u, f->ops.pending.front()->offset_blocks);
+    ASSERT_TRUE(run_to_done(f, r));
+    EXPECT_EQ(1, r.ok);
+    EXPECT_EQ(0, std::memcmp(out.data(), src.data(), src.size()));
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+// Two split requests share four bdev_ios: the first takes them all, the second waits for
+// one (the caller's io-wait entry), then its parent waits for a child's; both finish.
+TEST_F(PoolSplitTest, TwoSplitRequestsShareATinyPool) {
+    start_layer(4, 4);
+    FakeBdev *f = make_bdev("U", 256);
+    f->bdev.max_transfer_blocks = 2;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("U", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    std::vector<uint8_t> a = pattern(16 * 512, 3), b = pattern(16 * 512, 4);
+    Result ra, rb;
+    ASSERT_EQ(0, bdev::write(d, ch, a.data(), 0, 16, on_done, &ra));  // parent + 3 children
+    EXPECT_EQ(3u, f->ops.pending.size());
+    ASSERT_EQ(-ENOMEM, bdev::write(d, ch, b.data(), 100, 16, on_done, &rb));
+    struct Retry {
+        bdev::IoWaitEntry entry;
+        bdev::Desc *d;
+        thread::IoChannel *ch;
+        uint8_t *buf;
+        Result *r;
+    } retry{{}, d, ch, b.data(), &rb};
+    retry.entry.cb = [](void *arg) {
+        auto *x = static_cast<Retry *>(arg);
+        EXPECT_EQ(0, bdev::write(x->d, x->ch, x->buf, 100, 16, on_done, x->r));
+    };
+    retry.entry.cb_arg = &retry;
+    ASSERT_EQ(0, bdev::queue_io_wait(ch, &retry.entry));
+    f->ops.complete_one();  // B's parent takes it, and queues for its first child
+    EXPECT_EQ(2u, f->ops.pending.size());
+    f->ops.complete_one();  // B's first child
+    ASSERT_EQ(2u, f->ops.pending.size());
+    EXPECT_EQ(100u, f->ops.pending.back()->offset_blocks);
+    ASSERT_TRUE(pump_until([&] {
+        while (!f->ops.pending.empty()) {
+            f->ops.complete_one();
+        }
+        return ra.done > 0 && rb.done > 0;
+    }));
+    EXPECT_EQ(1, ra.ok);
+    EXPECT_EQ(1, rb.ok);
+    EXPECT_EQ(16u, f->ops.submitted);
+    EXPECT_EQ(0, std::memcmp(f->ops.data.data(), a.data(), a.size()));
+    EXPECT_EQ(0, std::memcmp(f->ops.data.data() + 100 * 512, b.data(), b.size()));
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+// Writes, then reads back through a different iovec layout, over many random geometries
+// and iovec cuts (unaligned to blocks, empty iovecs), against a model of the disk.
+TEST_F(PoolSplitTest, RandomSplitsKeepTheData) {
+    start_layer(8, 8);  // children often run short of bdev_ios
+    FakeBdev *f = make_bdev("R", 512);
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("R", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    std::mt19937 rng(12345);
+    auto pick = [&](uint32_t lo, uint32_t hi) {
+        return std::uniform_int_distribution<uint32_t>(lo, hi)(rng);
+    };
+    // Random iovec lengths adding up to bytes; at most max_iovs of them.
+    auto random_cuts = [&](size_t bytes) {
+        std::vector<size_t> lens;
+        size_t left = bytes;
+        while (left > 0) {
+            size_t l = pick(0, 9) == 0 ? 0 : std::min<size_t>(left, pick(1, 1500));
+            lens.push_back(l);
+            left -= l;
+        }
+        return lens;
+    };
+    std::vector<uint8_t> model(f->ops.data.size(), 0);
+    int splits = 0;
+    for (int round = 0; round < 200; ++round) {
+        bdev::Bdev &b = f->bdev;
+        b.optimal_io_boundary = pick(0, 2) == 0 ? 0 : pick(1, 16);
+        b.max_transfer_blocks = pick(0, 2) == 0 ? 0 : pick(1, 12);
+        b.max_num_segments = pick(0, 2) == 0 ? 0 : pick(3, 16);
+        b.max_segment_size = pick(0, 2) == 0 ? 0 : pick(3, 8) * 256;
+        uint64_t num = pick(1, 64);
+        uint64_t off = pick(0, static_cast<uint32_t>(b.num_blocks - num));
+        std::vector<uint8_t> src = pattern(num * 512, 1000 + round);
+        std::vector<iovec> wv = cut(src, random_cuts(src.size()));
+        size_t before = f->ops.submitted;
+        Result w;
+        ASSERT_EQ(
+            0, bdev::writev(d, ch, wv.data(), static_cast<int>(wv.size()), off, num, on_done, &w));
+        ASSERT_TRUE(run_to_done(f, w));
+        ASSERT_EQ(1, w.done);
+        splits += f->ops.submitted - before > 1 ? 1 : 0;
+        if (w.ok == 0) {
+            // Only when one block needs more iovecs than a child may carry; the children
+            // before it were written.
+            EXPECT_TRUE(same(nvme_status::kInvalidField, w.status));
+            model = f->ops.data;
+            continue;
+        }
+        std::copy(src.begin(), src.end(), model.begin() + static_cast<long>(off * 512));
+        ASSERT_EQ(0, std::memcmp(f->ops.data.data(), model.data(), model.size())) << round;
+
+        std::vector<uint8_t> out(src.size(), 0xee);
+        std::vector<iovec> rv = cut(out, random_cuts(out.size()));
+        Result r;
+        ASSERT_EQ(
+            0, bdev::readv(d, ch, rv.data(), static_cast<int>(rv.size()), off, num, on_done, &r));
+        ASSERT_TRUE(run_to_done(f, r));
+        if (r.ok == 1) {
+            ASSERT_EQ(0, std::memcmp(out.data(), src.data(), src.size())) << round;
+        }
+    }
+    EXPECT_GT(splits, 100);
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+TEST_F(PoolSplitTest, ABlockBeyondTheIovecLimitFailsOutsideSubmit) {
+    start_layer();
+    FakeBdev *f = make_bdev("V", 64);
+    f->bdev.optimal_io_boundary = 4;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("V", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    // 16-byte iovecs: one 512-byte block needs 32 of them, a child carries at most 16.
+    std::vector<uint8_t> buf(8 * 512);
+    std::vector<iovec> iov;
+    for (size_t off = 0; off < buf.size(); off += 16) {
+        iov.push_back({buf.data() + off, 16});
+    }
+    Result r;
+    ASSERT_EQ(0, bdev::writev(d, ch, iov.data(), static_cast<int>(iov.size()), 2, 8, on_done, &r));
+    EXPECT_EQ(0, r.done);  // never inside submit
+    EXPECT_EQ(0u, f->ops.submitted);
+    pump();
+    EXPECT_EQ(1, r.done);
+    EXPECT_TRUE(same(nvme_status::kInvalidField, r.status));
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+TEST_F(PoolSplitTest, EmulatedWriteZeroesRunsItsWritesTogether) {
+    start_layer();
+    FakeBdev *f = make_bdev("Z", 64);
+    std::fill(f->ops.data.begin(), f->ops.data.end(), 0x5a);
+    f->bdev.max_transfer_blocks = 5;
+    f->bdev.optimal_io_boundary = 16;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("Z", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    Result r;
+    ASSERT_EQ(0, bdev::write_zeroes(d, ch, 30, 14, on_done, &r));
+    std::vector<std::pair<uint64_t, uint64_t>> writes;
+    for (BdevIo *io : f->ops.pending) {
+        EXPECT_EQ(IoType::Write, io->type);
+        writes.emplace_back(io->offset_blocks, io->num_blocks);
+    }
+    // Within the transfer limit, and not across the boundary at 32.
+    EXPECT_EQ((std::vector<std::pair<uint64_t, uint64_t>>{{30, 2}, {32, 5}, {37, 5}, {42, 2}}),
+              writes);
+    ASSERT_TRUE(run_to_done(f, r));
+    EXPECT_EQ(1, r.ok);
+    for (size_t i = 0; i < f->ops.data.size(); ++i) {
+        ASSERT_EQ(i >= 30 * 512 && i < 44 * 512 ? 0 : 0x5a, f->ops.data[i]) << i;
+    }
+    bdev::IoStats st = iostat(f);
+    EXPECT_EQ(1u, st.num_other_ops);  // the write zeroes, not its writes
+    EXPECT_EQ(0u, st.num_write_ops);
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+// A reset waits for outstanding children like any I/O; children sent after the freeze are
+// aborted, and their parent completes once with that status.
+TEST_F(PoolSplitTest, ResetFreezesSplitChildren) {
+    start_layer(3, 3);  // the parent, one child, and then the reset
+    FakeBdev *f = make_bdev("X", 64);
+    f->bdev.optimal_io_boundary = 8;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("X", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    std::vector<uint8_t> src = pattern(32 * 512, 5), one(512);
+    Result x, w, reset;
+    ASSERT_EQ(0, bdev::read(d, ch, one.data(), 40, 1, on_done, &x));
+    ASSERT_EQ(0, bdev::write(d, ch, src.data(), 0, 32, on_done, &w));  // 4 children
+    ASSERT_EQ(2u, f->ops.pending.size());
+    f->ops.complete_one();  // the read: its bdev_io is for the reset
+    EXPECT_EQ(1, x.ok);
+    ASSERT_EQ(0, bdev::reset(d, ch, on_done, &reset));
+    pump();  // every channel frozen; the drain poller waits for the child
+    EXPECT_EQ(0, reset.done);
+    f->ops.complete_one();  // the next child meets the freeze and is aborted
+    ASSERT_TRUE(pump_until([&] { return w.done == 1; }));
+    EXPECT_TRUE(same(nvme_status::kAbortedSqDeletion, w.status));
+    ASSERT_TRUE(pump_until([&] { return f->ops.pending.size() == 1; }));
+    EXPECT_EQ(IoType::Reset, f->ops.pending.front()->type);
+    f->ops.complete_one();
+    ASSERT_TRUE(pump_until([&] { return reset.done == 1; }));
+    EXPECT_EQ(1, reset.ok);
+    EXPECT_EQ(1, w.done);
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+}  // namespace
