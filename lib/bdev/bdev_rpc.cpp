@@ -226,6 +226,8 @@ void bdev_set_options(const RequestPtr &req) {
     // Bounded so the pool, allocated at init (under 1 KiB a bdev_io), stays sane.
     auto pool = d.optional_uint("bdev_io_pool_size", 1u << 24);
     auto cache = d.optional_uint("bdev_io_cache_size", 65536);
+    auto small_cache = d.optional_uint("iobuf_small_cache_size", 65536);
+    auto large_cache = d.optional_uint("iobuf_large_cache_size", 65536);
     d.finish();
     Options o = options();
     if (pool) {
@@ -233,6 +235,12 @@ void bdev_set_options(const RequestPtr &req) {
     }
     if (cache) {
         o.bdev_io_cache_size = static_cast<uint32_t>(*cache);
+    }
+    if (small_cache) {
+        o.iobuf_small_cache_size = static_cast<uint32_t>(*small_cache);
+    }
+    if (large_cache) {
+        o.iobuf_large_cache_size = static_cast<uint32_t>(*large_cache);
     }
     if (o.bdev_io_cache_size == 0) {
         throw jsonrpc::Error(kInvalidParams,
@@ -258,6 +266,8 @@ void write_config(Json::Value &config) {
     opts["method"] = "bdev_set_options";
     opts["params"]["bdev_io_pool_size"] = options().bdev_io_pool_size;
     opts["params"]["bdev_io_cache_size"] = options().bdev_io_cache_size;
+    opts["params"]["iobuf_small_cache_size"] = options().iobuf_small_cache_size;
+    opts["params"]["iobuf_large_cache_size"] = options().iobuf_large_cache_size;
     config.append(opts);
     for (Module *m : modules()) {
         m->write_config(config);

@@ -95,13 +95,18 @@ def bdev_wait_for_examine(client):
     return client.call("bdev_wait_for_examine")
 
 
-def bdev_set_options(client, bdev_io_pool_size=None, bdev_io_cache_size=None):
+def bdev_set_options(client, bdev_io_pool_size=None, bdev_io_cache_size=None,
+                     iobuf_small_cache_size=None, iobuf_large_cache_size=None):
     """Sets bdev layer options (startup only)."""
     params = {}
     if bdev_io_pool_size is not None:
         params["bdev_io_pool_size"] = bdev_io_pool_size
     if bdev_io_cache_size is not None:
         params["bdev_io_cache_size"] = bdev_io_cache_size
+    if iobuf_small_cache_size is not None:
+        params["iobuf_small_cache_size"] = iobuf_small_cache_size
+    if iobuf_large_cache_size is not None:
+        params["iobuf_large_cache_size"] = iobuf_large_cache_size
     return client.call("bdev_set_options", params)
 
 
@@ -243,7 +248,9 @@ def add_parsers(subparsers):
     def _bdev_set_options(args):
         bdev_set_options(args.client,
                          bdev_io_pool_size=args.bdev_io_pool_size,
-                         bdev_io_cache_size=args.bdev_io_cache_size)
+                         bdev_io_cache_size=args.bdev_io_cache_size,
+                         iobuf_small_cache_size=args.iobuf_small_cache_size,
+                         iobuf_large_cache_size=args.iobuf_large_cache_size)
 
     p = subparsers.add_parser("bdev_set_options",
                               help="Set options of bdev subsystem (before framework_start_init)")
@@ -251,6 +258,10 @@ def add_parsers(subparsers):
                    "the shared pool")
     p.add_argument("-c", "--bdev-io-cache-size", type=int, help="Maximum number of bdev_io "
                    "structures cached per thread")
+    p.add_argument("--iobuf-small-cache-size", type=int, help="Size of the small iobuf per "
+                   "thread cache")
+    p.add_argument("--iobuf-large-cache-size", type=int, help="Size of the large iobuf per "
+                   "thread cache")
     p.set_defaults(func=_bdev_set_options)
 
     def _bdev_set_qos_limit(args):

@@ -381,6 +381,8 @@ class BdevConfigTest(unittest.TestCase):
         self.assertEqual(methods[0], "bdev_set_options")
         self.assertEqual(entries[0]["params"]["bdev_io_pool_size"], 8192)
         self.assertEqual(entries[0]["params"]["bdev_io_cache_size"], 256)
+        self.assertEqual(entries[0]["params"]["iobuf_small_cache_size"], 128)
+        self.assertEqual(entries[0]["params"]["iobuf_large_cache_size"], 16)
         self.assertEqual(methods[-1], "bdev_wait_for_examine")
         for m in ["bdev_malloc_create", "bdev_null_create", "bdev_aio_create"]:
             self.assertEqual(methods.count(m), 1, methods)
