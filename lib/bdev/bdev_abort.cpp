@@ -33,22 +33,14 @@ bool abort_at_module(BdevIo *parent, BdevIo *target) {
     if (child == nullptr) {
         return false;
     }
-    child->bdev = parent->bdev;
     child->type = IoType::Abort;
     child->offset_blocks = 0;
     child->num_blocks = 0;
     child->iovs = nullptr;
     child->iovcnt = 0;
     child->bio_to_abort = target;
-    BdevIo::Private *cp = child->priv;
-    cp->ch = bc;
-    cp->cb = nullptr;
-    cp->cb_arg = nullptr;
-    cp->status = nvme_status::kSuccess;
-    cp->stage = IoStage::Idle;
-    cp->tracked = false;
-    cp->on_done = abort_child_done;
-    cp->abort_parent = parent;
+    init_child(child, abort_child_done);
+    child->priv->abort_parent = parent;
     ++parent->priv->abort_children;
     start(child);
     return true;

@@ -115,8 +115,8 @@ struct BdevIo::Private {
 // (bdev_io_pool_size); each thread keeps up to bdev_io_cache_size free ones here, so the
 // common get and put touch no shared cache line.
 struct MgmtChannel {
-    BdevIo *cache;        // free bdev_ios, LIFO (the last freed is the warmest)
-    uint32_t cache_room;  // bdev_io_cache_size less the bdev_ios cached
+    BdevIo *cache;           // free bdev_ios, LIFO (the last freed is the warmest)
+    uint32_t cache_room;     // bdev_io_cache_size less the bdev_ios cached
     IoWaitEntry *wait_head;  // callers on this thread waiting for a bdev_io, FIFO
     IoWaitEntry *wait_tail;
     // Retries the global pool while there are waiters: a thread whose bdev_ios are all
@@ -226,6 +226,19 @@ bool buf_wait(BdevIo *io);
 void buf_abort(BdevIo *io);     // a BufWait request leaves the queue
 void buf_unbounce(BdevIo *io);  // finish(): copies a read back, gives the bounce buffer back
 void buf_release(BdevIo *io);   // free_io(): gives back a buffer the layer provided
+// Readies a bdev_io the layer sends for a request of its own (a split child, an abort):
+// untracked, no buffer, no user callback; on_done runs at its completion.
+inline void init_child(BdevIo *child, void (*on_done)(BdevIo *io)) {
+    BdevIo::Private *c = child->priv;
+    c->cb = nullptr;
+    c->cb_arg = nullptr;
+    c->on_done = on_done;
+    c->status = nvme_status::kSuccess;
+    c->stage = IoStage::Idle;
+    c->tracked = false;
+    c->buf_len = 0;  // any buffer is the parent's
+    c->bounce = false;
+}
 // bdev_split.cpp
 // True if a read or write must be split to fit the bdev's limits.
 bool needs_split(const BdevIo *io);

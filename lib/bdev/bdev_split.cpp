@@ -156,16 +156,8 @@ void split_continue(BdevIo *parent, bool from_submit) {
         child->num_blocks = blocks;
         p->chunk_offset += blocks;
         p->chunk_remaining -= blocks;
-        BdevIo::Private *c = child->priv;
-        c->cb = nullptr;
-        c->cb_arg = nullptr;
-        c->on_done = split_child_done;
-        c->status = nvme_status::kSuccess;
-        c->stage = IoStage::Idle;  // children are not tracked: the parent is
-        c->tracked = false;
-        c->buf_len = 0;  // any buffer is the parent's
-        c->bounce = false;
-        c->split_parent = parent;
+        init_child(child, split_child_done);
+        child->priv->split_parent = parent;
         ++p->split_outstanding;
         start(child);  // a child completed inline only counts (split_looping)
     }
