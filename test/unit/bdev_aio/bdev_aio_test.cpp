@@ -661,17 +661,12 @@ TEST_F(AioTest, SubmitReturnsWhileTheWorkerHoldsTheFallocate) {
     bdev::close(d);
 }
 
-// Far more than the worker's rings hold, from two threads, submitted while the workers are
-// held so that most wait on the channels' lists: all complete, each channel's in the order
-// submitted, and a reset sent behind them completes after them.
+// Half as many again as a worker's rings hold, from two threads, submitted while the workers
+// are held so that the rest wait on the channels' lists: all complete, each channel's in the
+// order submitted, and a reset sent behind them completes after them.
 TEST_F(AioTest, UnmapsAndWriteZeroesBeyondTheQueueDepthAllComplete) {
     const int depth = static_cast<int>(bdev_aio::testing::queue_depth());
-    const int kPerThread = 2 * depth + 64;
-    struct PoolGuard {
-        uint32_t saved = bdev::options().bdev_io_cache_size;
-        PoolGuard() { bdev::options().bdev_io_cache_size = 512; }
-        ~PoolGuard() { bdev::options().bdev_io_cache_size = saved; }
-    } pool_guard;
+    const int kPerThread = depth + depth / 2;  // with the reset, within one thread's bdev_ios
     const uint32_t bs = 4096;
     const auto blocks = static_cast<uint32_t>(2 * kPerThread);
     std::string file = make_file(dir_, "disk", static_cast<off_t>(blocks) * bs);
