@@ -13,7 +13,6 @@
 // The data path (submit, complete) does not allocate, lock or log; latency is measured in
 // ticks. A failed I/O or a verify mismatch stops that job and makes the exit status 1.
 
-
 #include <algorithm>
 #include <atomic>
 #include <cctype>
