@@ -19,7 +19,7 @@ inline uint64_t ticks() {
 #endif
 }
 
-// Ticks per second; measured once (about 20 ms) on first call, then cached.
+// Ticks per second; measured once (about 50 ms) on first call, then cached.
 uint64_t tick_hz();
 
 inline uint64_t us_to_ticks(uint64_t us) {
