@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../common/eal_env.h"
+#include "fake_bdev.h"
 #include "flint/bdev/module.h"
 #include "flint/env/env.h"
 #include "flint/util/time.h"
@@ -24,81 +25,23 @@ using bdev::BdevIo;
 using bdev::IoType;
 using bdev::NvmeStatus;
 namespace nvme_status = bdev::nvme_status;
+using test::FakeOps;
+using test::on_done;
+using test::Result;
 
 namespace {
 
 FLINT_TEST_EAL_ENV("bdev_pool_split_test");
 
-struct FakeModule : bdev::Module {
-    const char *name() const override { return "fake"; }
-};
-FakeModule g_module;
-
 bool same(NvmeStatus a, NvmeStatus b) {
     return a.sct == b.sct && a.sc == b.sc;
 }
-
-// Memory-backed; holds I/O in `pending` until the test completes it, and records what the
-// layer sent it.
-struct FakeOps : bdev::BdevOps {
-    std::vector<uint8_t> data;
-    uint32_t bs = 512;
-    std::deque<BdevIo *> pending;
-    size_t max_pending = 0;
-    size_t submitted = 0;
-
-    void submit(thread::IoChannel *, BdevIo *io) override {
-        pending.push_back(io);
-        ++submitted;
-        max_pending = std::max(max_pending, pending.size());
-    }
-    bool supports(IoType t) const override {
-        return t == IoType::Read || t == IoType::Write || t == IoType::Reset;
-    }
-    void *io_device() override { return this; }
-    void destruct(std::function<void()> done) override { done(); }
-
-    void complete(BdevIo *io, NvmeStatus status) {
-        uint64_t off = io->offset_blocks * bs;
-        if (status.ok() && (io->type == IoType::Read || io->type == IoType::Write)) {
-            for (int i = 0; i < io->iovcnt; ++i) {
-                auto *base = static_cast<uint8_t *>(io->iovs[i].iov_base);
-                if (io->type == IoType::Read) {
-                    std::memcpy(base, data.data() + off, io->iovs[i].iov_len);
-                } else {
-                    std::memcpy(data.data() + off, base, io->iovs[i].iov_len);
-                }
-                off += io->iovs[i].iov_len;
-            }
-        }
-        bdev::io_complete(io, status);
-    }
-    void complete_one(NvmeStatus status = nvme_status::kSuccess) {
-        BdevIo *io = pending.front();
-        pending.pop_front();
-        complete(io, status);
-    }
-};
 
 struct FakeBdev {
     FakeOps ops;
     bdev::Bdev bdev;
     bool registered = false;
 };
-
-struct Result {
-    int done = 0;
-    int ok = 0;
-    NvmeStatus status;
-};
-
-void on_done(BdevIo *io, bool ok, void *arg) {
-    auto *r = static_cast<Result *>(arg);
-    ++r->done;
-    r->ok += ok ? 1 : 0;
-    r->status = bdev::io_status(io);
-    bdev::free_io(io);
-}
 
 std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
     std::vector<uint8_t> v(n);
@@ -174,7 +117,7 @@ protected:
         f->bdev.name = name;
         f->bdev.block_size = bs;
         f->bdev.num_blocks = blocks;
-        f->bdev.module = &g_module;
+        f->bdev.module = &test::g_fake_module;
         f->bdev.ops = &f->ops;
         EXPECT_EQ(0, bdev::register_bdev(&f->bdev));
         f->registered = true;
@@ -429,7 +372,7 @@ TEST_F(PoolSplitTest, TwoOsThreadsShareASmallPool) {
     b.name = "Instant";
     b.block_size = 512;
     b.num_blocks = 64;
-    b.module = &g_module;
+    b.module = &test::g_fake_module;
     b.ops = &ops;
     ASSERT_EQ(0, bdev::register_bdev(&b));
     bdev::Desc *d;
@@ -575,7 +518,7 @@ TEST_F(PoolSplitTest, SplitChildrenAreAtTheModuleTogether) {
     ASSERT_TRUE(run_to_done(f, w));
     EXPECT_EQ(1, w.done);
     EXPECT_EQ(1, w.ok);
-    EXPECT_EQ(40u, f->ops.submitted);
+    EXPECT_EQ(40u, f->ops.submitted.size());
     EXPECT_EQ(32u, f->ops.max_pending);
     EXPECT_EQ(0, std::memcmp(f->ops.data.data(), src.data(), src.size()));
     // Accounted once, as the caller sent it.
@@ -611,7 +554,7 @@ TEST_F(PoolSplitTest, ParentCompletesOnceWithTheFirstError) {
     EXPECT_EQ(1, r.done);
     EXPECT_EQ(0, r.ok);
     EXPECT_TRUE(same(nvme_status::kUnrecoveredReadError, r.status));
-    EXPECT_EQ(33u, f->ops.submitted);  // 32, and one after the first success
+    EXPECT_EQ(33u, f->ops.submitted.size());  // 32, and one after the first success
     bdev::IoStats st = iostat(f);
     EXPECT_EQ(1u, st.io_errors);
     EXPECT_EQ(0u, st.num_read_ops);
@@ -635,7 +578,7 @@ TEST_F(PoolSplitTest, SplitsUnderAPoolSmallerThanItsChildren) {
     EXPECT_EQ(1u, f->ops.pending.size());
     ASSERT_TRUE(run_to_done(f, w));
     EXPECT_EQ(1, w.ok);
-    EXPECT_EQ(11u, f->ops.submitted);
+    EXPECT_EQ(11u, f->ops.submitted.size());
     EXPECT_EQ(1u, f->ops.max_pending);
     EXPECT_EQ(0, std::memcmp(f->ops.data.data() + 2 * 512, src.data(), src.size()));
 
@@ -699,7 +642,7 @@ TEST_F(PoolSplitTest, TwoSplitRequestsShareATinyPool) {
     }));
     EXPECT_EQ(1, ra.ok);
     EXPECT_EQ(1, rb.ok);
-    EXPECT_EQ(16u, f->ops.submitted);
+    EXPECT_EQ(16u, f->ops.submitted.size());
     EXPECT_EQ(0, std::memcmp(f->ops.data.data(), a.data(), a.size()));
     EXPECT_EQ(0, std::memcmp(f->ops.data.data() + 100 * 512, b.data(), b.size()));
     thread::put_io_channel(ch);
@@ -742,13 +685,13 @@ TEST_F(PoolSplitTest, RandomSplitsKeepTheData) {
         uint64_t off = pick(0, static_cast<uint32_t>(b.num_blocks - num));
         std::vector<uint8_t> src = pattern(num * 512, 1000 + round);
         std::vector<iovec> wv = cut(src, random_cuts(src.size()));
-        size_t before = f->ops.submitted;
+        size_t before = f->ops.submitted.size();
         Result w;
         ASSERT_EQ(
             0, bdev::writev(d, ch, wv.data(), static_cast<int>(wv.size()), off, num, on_done, &w));
         ASSERT_TRUE(run_to_done(f, w));
         ASSERT_EQ(1, w.done);
-        splits += f->ops.submitted - before > 1 ? 1 : 0;
+        splits += f->ops.submitted.size() - before > 1 ? 1 : 0;
         if (w.ok == 0) {
             // Only when one block needs more iovecs than a child may carry; the children
             // before it were written.
@@ -791,7 +734,7 @@ TEST_F(PoolSplitTest, ABlockBeyondTheIovecLimitFailsOutsideSubmit) {
     Result r;
     ASSERT_EQ(0, bdev::writev(d, ch, iov.data(), static_cast<int>(iov.size()), 2, 8, on_done, &r));
     EXPECT_EQ(0, r.done);  // never inside submit
-    EXPECT_EQ(0u, f->ops.submitted);
+    EXPECT_EQ(0u, f->ops.submitted.size());
     pump();
     EXPECT_EQ(1, r.done);
     EXPECT_TRUE(same(nvme_status::kInvalidField, r.status));

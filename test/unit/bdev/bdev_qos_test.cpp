@@ -9,6 +9,7 @@
 
 #include "../common/eal_env.h"
 #include "bdev_internal.h"
+#include "fake_bdev.h"
 #include "flint/bdev/module.h"
 #include "flint/event/app.h"
 #include "flint/event/subsystem.h"
@@ -18,65 +19,13 @@
 using namespace flint;
 using bdev::BdevIo;
 using bdev::IoType;
+using test::FakeOps;
+using test::on_done;
+using test::Result;
 
 namespace {
 
 FLINT_TEST_EAL_ENV("bdev_qos_test");
-
-struct FakeModule : bdev::Module {
-    const char *name() const override { return "fake"; }
-};
-FakeModule g_module;
-
-// Holds every I/O in `pending` until the test completes it; records the arrival order.
-struct FakeOps : bdev::BdevOps {
-    std::deque<BdevIo *> pending;
-    std::vector<std::pair<IoType, uint64_t>> submitted;  // (type, offset)
-    int resets = 0;
-    bool destructed = false;
-
-    void submit(thread::IoChannel *, BdevIo *io) override {
-        submitted.emplace_back(io->type, io->offset_blocks);
-        pending.push_back(io);
-    }
-    bool supports(IoType t) const override {
-        return t == IoType::Read || t == IoType::Write || t == IoType::Reset ||
-               t == IoType::Flush || t == IoType::Compare;
-    }
-    void *io_device() override { return this; }
-    void destruct(std::function<void()> done) override {
-        destructed = true;
-        done();
-    }
-    void write_config(Json::Value &config) const override {
-        Json::Value e;
-        e["method"] = "fake_create";
-        e["params"]["name"] = "Fake0";
-        config.append(e);
-    }
-    void complete_one() {
-        BdevIo *io = pending.front();
-        pending.pop_front();
-        if (io->type == IoType::Reset) {
-            ++resets;
-        }
-        bdev::io_complete(io, bdev::nvme_status::kSuccess);
-    }
-};
-
-struct Result {
-    int done = 0;
-    int ok = 0;
-    bdev::NvmeStatus status;
-};
-
-void on_done(BdevIo *io, bool ok, void *arg) {
-    auto *r = static_cast<Result *>(arg);
-    ++r->done;
-    r->ok += ok ? 1 : 0;
-    r->status = bdev::io_status(io);
-    bdev::free_io(io);
-}
 
 class BdevQosTest : public ::testing::Test {
 protected:
@@ -89,10 +38,13 @@ protected:
         bdev::register_subsystem();  // the RPCs
         event::rpc_registry().set_state(jsonrpc::kRuntime);
         thread::io_device_register(&ops_, nullptr, nullptr, 0, "fake");
+        ops_.flush = true;
+        ops_.compare = true;
+        ops_.config_name = "Fake0";
         b_.name = "Fake0";
         b_.block_size = 512;
         b_.num_blocks = 64;
-        b_.module = &g_module;
+        b_.module = &test::g_fake_module;
         b_.ops = &ops_;
         ASSERT_EQ(0, bdev::register_bdev(&b_));
         buf_.assign(64 * 512, 0);

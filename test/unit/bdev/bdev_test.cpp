@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../common/eal_env.h"
+#include "fake_bdev.h"
 #include "flint/bdev/module.h"
 #include "flint/env/env.h"
 #include "flint/thread/iobuf.h"
@@ -17,107 +18,13 @@
 using namespace flint;
 using bdev::BdevIo;
 using bdev::IoType;
+using test::FakeOps;
+using test::on_done;
+using test::Result;
 
 namespace {
 
 FLINT_TEST_EAL_ENV("bdev_test");
-
-struct FakeModule : bdev::Module {
-    const char *name() const override { return "fake"; }
-};
-FakeModule g_module;
-
-// Memory-backed; I/O is held in `pending` until complete_all().
-struct FakeOps : bdev::BdevOps {
-    std::vector<uint8_t> data;
-    uint32_t bs = 512;
-    bool write_zeroes = false;
-    bool compare = false;
-    bool abort = false;  // aborts a pending I/O at once, inside submit
-    std::deque<BdevIo *> pending;
-    std::vector<std::pair<IoType, uint64_t>> submitted;  // (type, offset) in arrival order
-    int resets = 0;
-    bool destructed = false;
-
-    int misaligned_seen = 0;  // iovecs off a 512-byte boundary that reached the module
-
-    void submit(thread::IoChannel *, BdevIo *io) override {
-        submitted.emplace_back(io->type, io->offset_blocks);
-        for (int i = 0; i < io->iovcnt; ++i) {
-            misaligned_seen +=
-                ((reinterpret_cast<uintptr_t>(io->iovs[i].iov_base) | io->iovs[i].iov_len) & 511) !=
-                0;
-        }
-        if (io->type != IoType::Abort) {
-            pending.push_back(io);
-            return;
-        }
-        auto it = std::find(pending.begin(), pending.end(), io->bio_to_abort);
-        if (it == pending.end()) {
-            bdev::io_complete(io, bdev::nvme_status::kInvalidField);
-            return;
-        }
-        pending.erase(it);
-        bdev::io_complete(io->bio_to_abort, bdev::nvme_status::kAbortedByRequest);
-        bdev::io_complete(io, bdev::nvme_status::kSuccess);
-    }
-    bool supports(IoType t) const override {
-        return t == IoType::Read || t == IoType::Write || t == IoType::Reset ||
-               (t == IoType::WriteZeroes && write_zeroes) || (t == IoType::Compare && compare) ||
-               (t == IoType::Abort && abort);
-    }
-    void *io_device() override { return this; }
-    void destruct(std::function<void()> done) override {
-        destructed = true;
-        done();
-    }
-    void complete_one() {
-        BdevIo *io = pending.front();
-        pending.pop_front();
-        uint64_t off = io->offset_blocks * bs;
-        if (io->type == IoType::Compare) {
-            bool same = true;
-            for (int i = 0; i < io->iovcnt; ++i) {
-                same = same && std::memcmp(io->iovs[i].iov_base, data.data() + off,
-                                           io->iovs[i].iov_len) == 0;
-                off += io->iovs[i].iov_len;
-            }
-            bdev::io_complete(
-                io, same ? bdev::nvme_status::kSuccess : bdev::nvme_status::kCompareFailure);
-            return;
-        }
-        if (io->type == IoType::Read || io->type == IoType::Write) {
-            for (int i = 0; i < io->iovcnt; ++i) {
-                auto *base = static_cast<uint8_t *>(io->iovs[i].iov_base);
-                if (io->type == IoType::Read) {
-                    std::memcpy(base, data.data() + off, io->iovs[i].iov_len);
-                } else {
-                    std::memcpy(data.data() + off, base, io->iovs[i].iov_len);
-                }
-                off += io->iovs[i].iov_len;
-            }
-        } else if (io->type == IoType::WriteZeroes) {
-            std::memset(data.data() + off, 0, io_bytes(io));
-        } else if (io->type == IoType::Reset) {
-            ++resets;
-        }
-        bdev::io_complete(io, bdev::nvme_status::kSuccess);
-    }
-};
-
-struct Result {
-    int done = 0;
-    int ok = 0;
-    bdev::NvmeStatus status;
-};
-
-void on_done(BdevIo *io, bool ok, void *arg) {
-    auto *r = static_cast<Result *>(arg);
-    ++r->done;
-    r->ok += ok ? 1 : 0;
-    r->status = bdev::io_status(io);
-    bdev::free_io(io);
-}
 
 class BdevTest : public ::testing::Test {
 protected:
@@ -140,7 +47,7 @@ protected:
         b_.product_name = "Fake disk";
         b_.block_size = 512;
         b_.num_blocks = 64;
-        b_.module = &g_module;
+        b_.module = &test::g_fake_module;
         b_.ops = &ops_;
         ASSERT_EQ(0, bdev::register_bdev(&b_));
     }
@@ -220,7 +127,7 @@ protected:
 TEST_F(BdevTest, RegisterRejectsBadGeometryAndDuplicates) {
     FakeOps ops;
     bdev::Bdev b;
-    b.module = &g_module;
+    b.module = &test::g_fake_module;
     b.ops = &ops;
     b.num_blocks = 8;
     b.name = "";
