@@ -75,12 +75,21 @@ bool buf_needed(const BdevIo *io) {
 
 bool buf_wait(BdevIo *io) {
     BdevIo::Private *p = io->priv;
-    if (io_bytes(io) > thread::iobuf_get_options().large_bufsize ||
-        !p->ch->mgmt->iobuf.initialized()) {
+    bool bounce = io->iovs[0].iov_base != nullptr;
+    if (!p->ch->mgmt->iobuf.initialized()) {
         complete_later(io, nvme_status::kInvalidField);
         return true;
     }
-    p->bounce = io->iovs[0].iov_base != nullptr;
+    if (io_bytes(io) > thread::iobuf_get_options().large_bufsize) {
+        // A read without a buffer is refused this large at submission.
+        if (bounce) {
+            start_bounce_split(io);
+        } else {
+            complete_later(io, nvme_status::kInvalidField);
+        }
+        return true;
+    }
+    p->bounce = bounce;
     p->buf_len = io_bytes(io);
     thread::IobufChannel &ch = p->ch->mgmt->iobuf;
     p->buf_entry.cb_arg = io;

@@ -77,6 +77,9 @@ struct BdevIo::Private {
     bool split_looping;      // the parent is submitting children (one done inline just counts)
     IoWaitEntry split_wait;  // the parent waits here for a bdev_io when no child is out
     BdevIo *split_parent;    // set in a child
+    // A bounced parent too large for one bounce buffer: each child carries at most this
+    // many blocks and bounces on its own. 0 for any other split.
+    uint64_t split_bounce_blocks;
     static constexpr int kSplitIovs = 16;
     iovec split_iov[kSplitIovs];
     // Requests dispatched on a channel are on its tracked list until finish(), so range
@@ -221,7 +224,8 @@ bool lock_unqueue(BdevChannel *bc, BdevIo *io);
 // True if io is a read without a buffer, or has iovecs that miss required_alignment.
 bool buf_needed(const BdevIo *io);
 // Gets the buffer: false when io can go on now; true when it waits (its stage is BufWait,
-// and it resumes in submit_by_type) or was failed (too large, no iobuf).
+// and it resumes in submit_by_type), was failed (no iobuf, or a block larger than a
+// buffer), or went on as a bounce split (start_bounce_split).
 bool buf_wait(BdevIo *io);
 void buf_abort(BdevIo *io);     // a BufWait request leaves the queue
 void buf_unbounce(BdevIo *io);  // finish(): copies a read back, gives the bounce buffer back
@@ -244,6 +248,9 @@ inline void init_child(BdevIo *child, void (*on_done)(BdevIo *io)) {
 bool needs_split(const BdevIo *io);
 void start_rw(BdevIo *io);
 void start_write_zeroes_emulated(BdevIo *io);
+// Splits a read or write whose iovecs need bouncing but exceed one bounce buffer into
+// children that each fit one.
+void start_bounce_split(BdevIo *io);
 
 // bdev_qos.cpp: QoS rate limits.
 // dispatch(), when bc->qos is set: true if io may go on now; false if it waits on its

@@ -1,7 +1,7 @@
-// Requests the layer runs as child bdev_ios: reads and writes split to the bdev's limits,
-// and write zeroes emulated with writes of a shared zeroed buffer. The parent keeps the
-// caller's request; up to kMaxSplitChildren children are at the module at once, each with
-// its own slice of the caller's iovecs. The parent completes once, after its last child,
+// Requests the layer runs as child bdev_ios: reads and writes split to the bdev's limits or
+// to one bounce buffer each, and write zeroes emulated with writes of a shared zeroed buffer. The
+// parent keeps the caller's request; up to kMaxSplitChildren children are at the module at once,
+// each with its own slice of the caller's iovecs. The parent completes once, after its last child,
 // with the first error any child had, and is accounted as the caller sent it.
 
 #include <algorithm>
@@ -51,6 +51,9 @@ uint64_t carve_rw(BdevIo *parent, BdevIo *child) {
     }
     if (b->max_transfer_blocks != 0) {
         blocks = std::min<uint64_t>(blocks, b->max_transfer_blocks);
+    }
+    if (p->split_bounce_blocks != 0) {
+        blocks = std::min<uint64_t>(blocks, p->split_bounce_blocks);
     }
     int max_segs = BdevIo::Private::kSplitIovs;
     if (b->max_num_segments != 0) {
@@ -117,6 +120,9 @@ void complete_parent(BdevIo *parent, bool from_submit) {
 }
 
 void split_child_done(BdevIo *child) {
+    if (child->priv->bounce && child->priv->buf_len != 0) {
+        buf_unbounce(child);
+    }
     BdevIo *parent = child->priv->split_parent;
     BdevIo::Private *p = parent->priv;
     if (!child->priv->status.ok() && p->status.ok()) {
@@ -159,7 +165,11 @@ void split_continue(BdevIo *parent, bool from_submit) {
         init_child(child, split_child_done);
         child->priv->split_parent = parent;
         ++p->split_outstanding;
-        start(child);  // a child completed inline only counts (split_looping)
+        // A child completed inline only counts (split_looping). One that waits for its
+        // bounce buffer resumes in submit_by_type, within the bdev's limits already.
+        if (p->split_bounce_blocks == 0 || !buf_needed(child) || !buf_wait(child)) {
+            start(child);
+        }
     }
     p->split_looping = false;
     if (p->split_outstanding > 0) {
@@ -172,8 +182,9 @@ void split_continue(BdevIo *parent, bool from_submit) {
     complete_parent(parent, from_submit);
 }
 
-void split_begin(BdevIo *io) {
+void split_begin(BdevIo *io, uint64_t bounce_blocks) {
     BdevIo::Private *p = io->priv;
+    p->split_bounce_blocks = bounce_blocks;
     p->chunk_offset = io->offset_blocks;
     p->chunk_remaining = io->num_blocks;
     p->iov_idx = 0;
@@ -216,11 +227,28 @@ void start_rw(BdevIo *io) {
         start(io);
         return;
     }
-    split_begin(io);
+    split_begin(io, 0);
 }
 
 void start_write_zeroes_emulated(BdevIo *io) {
-    split_begin(io);
+    split_begin(io, 0);
+}
+
+void start_bounce_split(BdevIo *io) {
+    const Bdev *b = io->bdev;
+    // Each child's bounce buffer is its one segment: it must fit a large buffer and the
+    // bdev's segment size.
+    uint64_t bytes = thread::iobuf_get_options().large_bufsize;
+    if (b->max_segment_size != 0) {
+        bytes = std::min<uint64_t>(bytes, b->max_segment_size);
+    }
+    uint64_t blocks = bytes / b->block_size;
+    if (blocks == 0) {
+        complete_later(io, nvme_status::kInvalidField);
+        return;
+    }
+    io->priv->stage = IoStage::Executing;
+    split_begin(io, blocks);
 }
 
 }  // namespace flint::bdev

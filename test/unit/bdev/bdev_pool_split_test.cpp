@@ -18,6 +18,7 @@
 #include "fake_bdev.h"
 #include "flint/bdev/module.h"
 #include "flint/env/env.h"
+#include "flint/thread/iobuf.h"
 #include "flint/util/time.h"
 
 using namespace flint;
@@ -90,6 +91,9 @@ protected:
             bdev::layer_fini([&] { done = true; });
             EXPECT_TRUE(pump_until([&] { return done; }));
         }
+        if (iobuf_up_) {
+            thread::iobuf_finish();
+        }
         for (thread::Thread *t : threads_) {
             thread::set_current(t);
             t->exit();
@@ -103,6 +107,17 @@ protected:
         bdev::options() = saved_;
     }
 
+    // Before start_layer: iobuf with small buffers, so bounce buffers run short.
+    void start_iobuf(uint32_t large_bufsize, uint64_t large_count = 64) {
+        thread::IobufOptions o;
+        o.small_bufsize = thread::kIobufMinBufsize;
+        o.small_pool_count = thread::kIobufMinPoolCount;
+        o.large_bufsize = large_bufsize;
+        o.large_pool_count = large_count;
+        ASSERT_EQ(0, thread::iobuf_set_options(o, nullptr));
+        ASSERT_EQ(0, thread::iobuf_initialize());
+        iobuf_up_ = true;
+    }
     void start_layer(uint32_t pool = 65535, uint32_t cache = 256) {
         bdev::options().bdev_io_pool_size = pool;
         bdev::options().bdev_io_cache_size = cache;
@@ -167,6 +182,73 @@ protected:
             return r.done > 0;
         });
     }
+    // 200 rounds of a random write and read back, each through its own random geometry and
+    // iovec cuts (unaligned to blocks, empty iovecs), checked against a model of the disk.
+    // With required_alignment set, segment sizes stay multiples of it and the buffers are
+    // misaligned. *splits counts the writes that reached the module in pieces.
+    void random_rounds(FakeBdev *f, uint32_t seed, int *splits) {
+        bdev::Desc *d;
+        ASSERT_EQ(0, bdev::open(f->bdev.name, true, nullptr, &d));
+        auto *ch = bdev::get_io_channel(d);
+        std::mt19937 rng(seed);
+        auto pick = [&](uint32_t lo, uint32_t hi) {
+            return std::uniform_int_distribution<uint32_t>(lo, hi)(rng);
+        };
+        // Random iovec lengths adding up to bytes.
+        auto random_cuts = [&](size_t bytes) {
+            std::vector<size_t> lens;
+            size_t left = bytes;
+            while (left > 0) {
+                size_t l = pick(0, 9) == 0 ? 0 : std::min<size_t>(left, pick(1, 1500));
+                lens.push_back(l);
+                left -= l;
+            }
+            return lens;
+        };
+        bdev::Bdev &b = f->bdev;
+        uint32_t align = b.required_alignment;
+        std::vector<uint8_t> model(f->ops.data.size(), 0);
+        for (int round = 0; round < 200; ++round) {
+            b.optimal_io_boundary = pick(0, 2) == 0 ? 0 : pick(1, 16);
+            b.max_transfer_blocks = pick(0, 2) == 0 ? 0 : pick(1, 12);
+            b.max_num_segments = pick(0, 2) == 0 ? 0 : pick(3, 16);
+            b.max_segment_size =
+                pick(0, 2) == 0 ? 0 : (align > 1 ? pick(1, 4) * align : pick(3, 8) * 256);
+            uint64_t num = pick(1, 64);
+            uint64_t off = pick(0, static_cast<uint32_t>(b.num_blocks - num));
+            std::vector<uint8_t> src = pattern(num * 512, seed + round);
+            std::vector<iovec> wv = cut(src, random_cuts(src.size()));
+            size_t before = f->ops.submitted.size();
+            Result w;
+            ASSERT_EQ(0, bdev::writev(d, ch, wv.data(), static_cast<int>(wv.size()), off, num,
+                                      on_done, &w));
+            ASSERT_TRUE(run_to_done(f, w));
+            ASSERT_EQ(1, w.done);
+            *splits += f->ops.submitted.size() - before > 1 ? 1 : 0;
+            if (w.ok == 0) {
+                // Only when one block needs more iovecs than a child may carry; the children
+                // before it were written.
+                EXPECT_TRUE(same(nvme_status::kInvalidField, w.status));
+                model = f->ops.data;
+                continue;
+            }
+            std::copy(src.begin(), src.end(), model.begin() + static_cast<long>(off * 512));
+            ASSERT_EQ(0, std::memcmp(f->ops.data.data(), model.data(), model.size())) << round;
+
+            std::vector<uint8_t> out(src.size(), 0xee);
+            std::vector<iovec> rv = cut(out, random_cuts(out.size()));
+            Result r;
+            ASSERT_EQ(0, bdev::readv(d, ch, rv.data(), static_cast<int>(rv.size()), off, num,
+                                     on_done, &r));
+            ASSERT_TRUE(run_to_done(f, r));
+            if (r.ok == 1) {
+                ASSERT_EQ(0, std::memcmp(out.data(), src.data(), src.size())) << round;
+            }
+        }
+        thread::put_io_channel(ch);
+        bdev::close(d);
+        pump();
+    }
     bdev::IoStats iostat(FakeBdev *f) {
         bdev::IoStats st;
         bool got = false;
@@ -183,6 +265,7 @@ protected:
     std::vector<std::unique_ptr<FakeBdev>> fakes_;
     bdev::Options saved_;
     bool layer_up_ = false;
+    bool iobuf_up_ = false;
 };
 
 // ---- the shared pool ----
@@ -655,64 +738,103 @@ TEST_F(PoolSplitTest, TwoSplitRequestsShareATinyPool) {
 TEST_F(PoolSplitTest, RandomSplitsKeepTheData) {
     start_layer(8, 8);  // children often run short of bdev_ios
     FakeBdev *f = make_bdev("R", 512);
-    bdev::Desc *d;
-    ASSERT_EQ(0, bdev::open("R", true, nullptr, &d));
-    auto *ch = bdev::get_io_channel(d);
-    std::mt19937 rng(12345);
-    auto pick = [&](uint32_t lo, uint32_t hi) {
-        return std::uniform_int_distribution<uint32_t>(lo, hi)(rng);
-    };
-    // Random iovec lengths adding up to bytes; at most max_iovs of them.
-    auto random_cuts = [&](size_t bytes) {
-        std::vector<size_t> lens;
-        size_t left = bytes;
-        while (left > 0) {
-            size_t l = pick(0, 9) == 0 ? 0 : std::min<size_t>(left, pick(1, 1500));
-            lens.push_back(l);
-            left -= l;
-        }
-        return lens;
-    };
-    std::vector<uint8_t> model(f->ops.data.size(), 0);
     int splits = 0;
-    for (int round = 0; round < 200; ++round) {
-        bdev::Bdev &b = f->bdev;
-        b.optimal_io_boundary = pick(0, 2) == 0 ? 0 : pick(1, 16);
-        b.max_transfer_blocks = pick(0, 2) == 0 ? 0 : pick(1, 12);
-        b.max_num_segments = pick(0, 2) == 0 ? 0 : pick(3, 16);
-        b.max_segment_size = pick(0, 2) == 0 ? 0 : pick(3, 8) * 256;
-        uint64_t num = pick(1, 64);
-        uint64_t off = pick(0, static_cast<uint32_t>(b.num_blocks - num));
-        std::vector<uint8_t> src = pattern(num * 512, 1000 + round);
-        std::vector<iovec> wv = cut(src, random_cuts(src.size()));
-        size_t before = f->ops.submitted.size();
-        Result w;
-        ASSERT_EQ(
-            0, bdev::writev(d, ch, wv.data(), static_cast<int>(wv.size()), off, num, on_done, &w));
-        ASSERT_TRUE(run_to_done(f, w));
-        ASSERT_EQ(1, w.done);
-        splits += f->ops.submitted.size() - before > 1 ? 1 : 0;
-        if (w.ok == 0) {
-            // Only when one block needs more iovecs than a child may carry; the children
-            // before it were written.
-            EXPECT_TRUE(same(nvme_status::kInvalidField, w.status));
-            model = f->ops.data;
-            continue;
-        }
-        std::copy(src.begin(), src.end(), model.begin() + static_cast<long>(off * 512));
-        ASSERT_EQ(0, std::memcmp(f->ops.data.data(), model.data(), model.size())) << round;
-
-        std::vector<uint8_t> out(src.size(), 0xee);
-        std::vector<iovec> rv = cut(out, random_cuts(out.size()));
-        Result r;
-        ASSERT_EQ(
-            0, bdev::readv(d, ch, rv.data(), static_cast<int>(rv.size()), off, num, on_done, &r));
-        ASSERT_TRUE(run_to_done(f, r));
-        if (r.ok == 1) {
-            ASSERT_EQ(0, std::memcmp(out.data(), src.data(), src.size())) << round;
-        }
-    }
+    random_rounds(f, 12345, &splits);
     EXPECT_GT(splits, 100);
+}
+
+// The same with a module that needs 512-byte alignment and bounce buffers of 4 KiB: most
+// requests are bounced, in children when they exceed one buffer, which often wait for one.
+TEST_F(PoolSplitTest, RandomBouncedSplitsKeepTheData) {
+    start_iobuf(4096);
+    start_layer(8, 8);
+    FakeBdev *f = make_bdev("RB", 512);
+    f->bdev.required_alignment = 512;
+    int splits = 0;
+    random_rounds(f, 777, &splits);
+    EXPECT_GT(splits, 100);
+    EXPECT_EQ(0, f->ops.misaligned_seen);
+}
+
+// A misaligned request larger than one bounce buffer runs as children that each bounce
+// through their own buffer; the caller sees one request.
+TEST_F(PoolSplitTest, BouncesLargerThanOneBufferSplit) {
+    start_iobuf(4096);
+    start_layer();
+    FakeBdev *f = make_bdev("BL", 256);
+    f->bdev.required_alignment = 512;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("BL", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    std::vector<uint8_t> raw(100 * 512 + 1);
+    std::vector<uint8_t> src = pattern(100 * 512, 9);
+    std::copy(src.begin(), src.end(), raw.begin() + 1);
+    iovec odd{raw.data() + 1, src.size()};
+    Result w;
+    ASSERT_EQ(0, bdev::writev(d, ch, &odd, 1, 3, 100, on_done, &w));
+    pump();
+    for (BdevIo *io : f->ops.pending) {
+        EXPECT_LE(io->num_blocks, 8u);  // 4 KiB bounce buffers
+        EXPECT_EQ(1, io->iovcnt);
+    }
+    EXPECT_EQ(13u, f->ops.pending.size());  // 12 x 8 blocks and 4
+    ASSERT_TRUE(run_to_done(f, w));
+    EXPECT_EQ(1, w.ok);
+    EXPECT_EQ(0, std::memcmp(f->ops.data.data() + 3 * 512, src.data(), src.size()));
+
+    std::vector<uint8_t> back_raw(src.size() + 7, 0);
+    iovec back{back_raw.data() + 7, src.size()};
+    Result r;
+    ASSERT_EQ(0, bdev::readv(d, ch, &back, 1, 3, 100, on_done, &r));
+    ASSERT_TRUE(run_to_done(f, r));
+    EXPECT_EQ(1, r.ok);
+    EXPECT_EQ(0, std::memcmp(back_raw.data() + 7, src.data(), src.size()));
+    EXPECT_EQ(0, f->ops.misaligned_seen);
+    EXPECT_EQ(back_raw.data() + 7, back.iov_base);  // the caller's iovec as it was
+    bdev::IoStats st = iostat(f);
+    EXPECT_EQ(1u, st.num_write_ops);
+    EXPECT_EQ(1u, st.num_read_ops);
+    EXPECT_EQ(src.size(), st.bytes_written);
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+// Bounced children that find no buffer wait for one and resume; none is failed.
+TEST_F(PoolSplitTest, BouncedChildrenWaitForBuffers) {
+    start_iobuf(4096, thread::kIobufMinPoolCount);
+    start_layer();
+    FakeBdev *f = make_bdev("BW", 1024);
+    f->bdev.required_alignment = 512;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("BW", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    // Three writes of 32 children each: 96 bounce buffers wanted, 64 exist.
+    constexpr int kWrites = 3;
+    std::vector<std::vector<uint8_t>> raws;
+    Result w[kWrites];
+    for (int i = 0; i < kWrites; ++i) {
+        std::vector<uint8_t> src = pattern(256 * 512, 20 + i);
+        raws.emplace_back(src.size() + 1);
+        std::copy(src.begin(), src.end(), raws.back().begin() + 1);
+        iovec odd{raws.back().data() + 1, src.size()};
+        ASSERT_EQ(0, bdev::writev(d, ch, &odd, 1, i * 256, 256, on_done, &w[i]));
+    }
+    pump();
+    EXPECT_LE(f->ops.pending.size(), thread::kIobufMinPoolCount);
+    EXPECT_GT(f->ops.pending.size(), 32u);
+    ASSERT_TRUE(pump_until([&] {
+        while (!f->ops.pending.empty()) {
+            f->ops.complete_one();
+        }
+        return w[0].done + w[1].done + w[2].done == kWrites;
+    }));
+    for (int i = 0; i < kWrites; ++i) {
+        EXPECT_EQ(1, w[i].ok) << i;
+        EXPECT_EQ(0, std::memcmp(f->ops.data.data() + i * 256 * 512, raws[i].data() + 1, 256 * 512))
+            << i;
+    }
+    EXPECT_EQ(0, f->ops.misaligned_seen);
     thread::put_io_channel(ch);
     bdev::close(d);
     pump();
