@@ -1,5 +1,5 @@
 // Abort: requests still held by the layer are completed here; those at the module get an
-// Abort bdev_io each, when the module supports it.
+// Abort bdev_io each, when the module supports it; a split request, one per child.
 
 #include <cerrno>
 
@@ -46,6 +46,38 @@ bool abort_at_module(BdevIo *parent, BdevIo *target) {
     return true;
 }
 
+// Recalls a split parent: its children waiting for a bounce buffer complete at once, those
+// at the module get an Abort each, and the parent sends no further children, completing
+// "aborted by request" after the last. False if a child is at a module that cannot abort
+// (nothing changes then), or no bdev_io was free for one of the aborts.
+bool abort_split(BdevIo *parent, BdevIo *target, bool module_aborts) {
+    BdevIo::Private *t = target->priv;
+    uint32_t at_module = 0;
+    for (BdevIo *c = t->split_children; c != nullptr; c = c->priv->sibling_next) {
+        at_module += c->priv->stage != IoStage::BufWait ? 1 : 0;
+    }
+    if (at_module > 0 && !module_aborts) {
+        return false;
+    }
+    if (t->status.ok()) {
+        t->status = nvme_status::kAbortedByRequest;
+    }
+    bool all = true;
+    // A module may complete a child inside its abort, and the last child's completion
+    // completes the target: the walk ends with the next child saved.
+    for (BdevIo *c = t->split_children, *next = nullptr; c != nullptr; c = next) {
+        next = c->priv->sibling_next;
+        if (c->priv->stage == IoStage::BufWait) {
+            buf_abort(c);
+            c->priv->stage = IoStage::Executing;
+            complete_later(c, nvme_status::kAbortedByRequest);
+        } else {
+            all = abort_at_module(parent, c) && all;
+        }
+    }
+    return all;
+}
+
 }  // namespace
 
 int abort(Desc *d, thread::IoChannel *ch, void *bio_cb_arg, IoCallback cb, void *cb_arg) {
@@ -80,7 +112,8 @@ int abort(Desc *d, thread::IoChannel *ch, void *bio_cb_arg, IoCallback cb, void 
                 aborted = true;
                 break;
             case IoStage::Executing:
-                aborted = module_aborts && abort_at_module(parent, io);
+                aborted = io->priv->splitting ? abort_split(parent, io, module_aborts)
+                                              : module_aborts && abort_at_module(parent, io);
                 break;
             default:  // taking its own range lock: it cannot be recalled mid-way
                 break;

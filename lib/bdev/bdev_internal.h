@@ -77,6 +77,10 @@ struct BdevIo::Private {
     bool split_looping;      // the parent is submitting children (one done inline just counts)
     IoWaitEntry split_wait;  // the parent waits here for a bdev_io when no child is out
     BdevIo *split_parent;    // set in a child
+    bool splitting;          // a parent, from its first child until it completes
+    BdevIo *split_children;  // a parent's children out (at the module or waiting for a buffer)
+    BdevIo *sibling_prev;    // a child's links in that list
+    BdevIo *sibling_next;
     // A bounced parent too large for one bounce buffer: each child carries at most this
     // many blocks and bounces on its own. 0 for any other split.
     uint64_t split_bounce_blocks;
@@ -242,6 +246,7 @@ inline void init_child(BdevIo *child, void (*on_done)(BdevIo *io)) {
     c->tracked = false;
     c->buf_len = 0;  // any buffer is the parent's
     c->bounce = false;
+    c->splitting = false;
 }
 // bdev_split.cpp
 // True if a read or write must be split to fit the bdev's limits.

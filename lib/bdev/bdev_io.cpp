@@ -95,6 +95,7 @@ BdevIo *prepare(Desc *d, thread::IoChannel *ch, IoType type, uint64_t offset, ui
     p->tracked = false;
     p->buf_len = 0;
     p->bounce = false;
+    p->splitting = false;
     *rc = 0;
     return io;
 }

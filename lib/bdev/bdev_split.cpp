@@ -108,6 +108,7 @@ uint64_t carve_zeroes(BdevIo *parent, BdevIo *child) {
 
 void complete_parent(BdevIo *parent, bool from_submit) {
     BdevIo::Private *p = parent->priv;
+    p->splitting = false;
     if (from_submit) {
         // Never inside the caller's submit call (a failed first child, or a module that
         // completed every child inline).
@@ -123,10 +124,19 @@ void split_child_done(BdevIo *child) {
     if (child->priv->bounce && child->priv->buf_len != 0) {
         buf_unbounce(child);
     }
-    BdevIo *parent = child->priv->split_parent;
+    BdevIo::Private *c = child->priv;
+    BdevIo *parent = c->split_parent;
     BdevIo::Private *p = parent->priv;
-    if (!child->priv->status.ok() && p->status.ok()) {
-        p->status = child->priv->status;
+    if (c->sibling_prev != nullptr) {
+        c->sibling_prev->priv->sibling_next = c->sibling_next;
+    } else {
+        p->split_children = c->sibling_next;
+    }
+    if (c->sibling_next != nullptr) {
+        c->sibling_next->priv->sibling_prev = c->sibling_prev;
+    }
+    if (!c->status.ok() && p->status.ok()) {
+        p->status = c->status;
     }
     --p->split_outstanding;
     free_io(child);
@@ -163,7 +173,14 @@ void split_continue(BdevIo *parent, bool from_submit) {
         p->chunk_offset += blocks;
         p->chunk_remaining -= blocks;
         init_child(child, split_child_done);
-        child->priv->split_parent = parent;
+        BdevIo::Private *c = child->priv;
+        c->split_parent = parent;
+        c->sibling_prev = nullptr;
+        c->sibling_next = p->split_children;
+        if (p->split_children != nullptr) {
+            p->split_children->priv->sibling_prev = child;
+        }
+        p->split_children = child;
         ++p->split_outstanding;
         // A child completed inline only counts (split_looping). One that waits for its
         // bounce buffer resumes in submit_by_type, within the bdev's limits already.
@@ -185,6 +202,8 @@ void split_continue(BdevIo *parent, bool from_submit) {
 void split_begin(BdevIo *io, uint64_t bounce_blocks) {
     BdevIo::Private *p = io->priv;
     p->split_bounce_blocks = bounce_blocks;
+    p->splitting = true;
+    p->split_children = nullptr;
     p->chunk_offset = io->offset_blocks;
     p->chunk_remaining = io->num_blocks;
     p->iov_idx = 0;

@@ -840,6 +840,117 @@ TEST_F(PoolSplitTest, BouncedChildrenWaitForBuffers) {
     pump();
 }
 
+// ---- aborting a split request ----
+
+// Each child at the module gets an Abort; children not yet sent never are.
+TEST_F(PoolSplitTest, AbortRecallsASplitRequestChildByChild) {
+    start_layer();
+    FakeBdev *f = make_bdev("A", 512);
+    f->ops.abort = true;
+    f->bdev.optimal_io_boundary = 8;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("A", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    std::vector<uint8_t> src = pattern(320 * 512, 3);  // 40 children, 32 at once
+    Result w, ab;
+    ASSERT_EQ(0, bdev::write(d, ch, src.data(), 0, 320, on_done, &w));
+    ASSERT_EQ(32u, f->ops.pending.size());
+    ASSERT_EQ(0, bdev::abort(d, ch, &w, on_done, &ab));
+    pump();
+    EXPECT_EQ(1, ab.ok);
+    EXPECT_EQ(1, w.done);
+    EXPECT_TRUE(same(nvme_status::kAbortedByRequest, w.status));
+    EXPECT_TRUE(f->ops.pending.empty());
+    size_t writes = 0, aborts = 0;
+    for (const auto &[type, off] : f->ops.submitted) {
+        writes += type == IoType::Write ? 1 : 0;
+        aborts += type == IoType::Abort ? 1 : 0;
+    }
+    EXPECT_EQ(32u, writes);
+    EXPECT_EQ(32u, aborts);
+    // The channel goes on as before.
+    Result r;
+    ASSERT_EQ(0, bdev::read(d, ch, src.data(), 0, 8, on_done, &r));
+    ASSERT_TRUE(run_to_done(f, r));
+    EXPECT_EQ(1, r.ok);
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+// A module that cannot abort: the abort fails and the request goes on untouched.
+TEST_F(PoolSplitTest, AbortOfASplitRequestFailsWhenTheModuleCannotAbort) {
+    start_layer();
+    FakeBdev *f = make_bdev("NA", 64);
+    f->bdev.optimal_io_boundary = 8;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("NA", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    std::vector<uint8_t> src = pattern(64 * 512, 4);
+    Result w, ab;
+    ASSERT_EQ(0, bdev::write(d, ch, src.data(), 0, 64, on_done, &w));
+    ASSERT_EQ(8u, f->ops.pending.size());
+    ASSERT_EQ(0, bdev::abort(d, ch, &w, on_done, &ab));
+    pump();
+    EXPECT_EQ(1, ab.done);
+    EXPECT_EQ(0, ab.ok);
+    EXPECT_EQ(0, w.done);
+    ASSERT_TRUE(run_to_done(f, w));
+    EXPECT_EQ(1, w.ok);
+    EXPECT_EQ(0, std::memcmp(f->ops.data.data(), src.data(), src.size()));
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
+// Bounced children waiting for a buffer are recalled by the layer itself, so the abort
+// needs nothing from the module.
+TEST_F(PoolSplitTest, AbortRecallsBouncedChildrenWaitingForBuffers) {
+    start_iobuf(4096);
+    start_layer();
+    FakeBdev *f = make_bdev("AB", 1024);
+    f->bdev.required_alignment = 512;
+    bdev::Desc *d;
+    ASSERT_EQ(0, bdev::open("AB", true, nullptr, &d));
+    auto *ch = bdev::get_io_channel(d);
+    // Reads without a buffer take every 4 KiB buffer; the last few wait.
+    constexpr int kReads = 70;
+    std::vector<Result> reads(kReads);
+    for (int i = 0; i < kReads; ++i) {
+        ASSERT_EQ(0, bdev::read(d, ch, nullptr, i * 8, 8, on_done, &reads[i]));
+    }
+    pump();
+    size_t held = f->ops.pending.size();
+    ASSERT_LT(held, static_cast<size_t>(kReads));
+    std::vector<uint8_t> raw(64 * 512 + 1);
+    iovec odd{raw.data() + 1, 64 * 512};
+    Result w, ab;
+    ASSERT_EQ(0, bdev::writev(d, ch, &odd, 1, 600, 64, on_done, &w));  // 8 children
+    pump();
+    EXPECT_EQ(held, f->ops.pending.size());  // every child waits behind the reads
+    ASSERT_EQ(0, bdev::abort(d, ch, &w, on_done, &ab));
+    pump();
+    EXPECT_EQ(1, ab.ok);
+    EXPECT_EQ(1, w.done);
+    EXPECT_TRUE(same(nvme_status::kAbortedByRequest, w.status));
+    ASSERT_TRUE(pump_until([&] {
+        while (!f->ops.pending.empty()) {
+            f->ops.complete_one();
+        }
+        int ok = 0;
+        for (const Result &r : reads) {
+            ok += r.ok;
+        }
+        return ok == kReads;
+    }));
+    for (const auto &[type, off] : f->ops.submitted) {
+        EXPECT_EQ(IoType::Read, type);  // no write reached the module
+    }
+    thread::put_io_channel(ch);
+    bdev::close(d);
+    pump();
+}
+
 TEST_F(PoolSplitTest, ABlockBeyondTheIovecLimitFailsOutsideSubmit) {
     start_layer();
     FakeBdev *f = make_bdev("V", 64);
