@@ -35,8 +35,8 @@ uint64_t tick_hz() {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
         Stamp s1 = stamp();
         auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(s1.t - s0.t).count();
-        uint64_t r = static_cast<uint64_t>(static_cast<double>(s1.c - s0.c) * 1e9 /
-                                           static_cast<double>(ns));
+        uint64_t r =
+            static_cast<uint64_t>(static_cast<double>(s1.c - s0.c) * 1e9 / static_cast<double>(ns));
         // Round to 1 MHz so repeated runs report the same rate.
         return (r + 500000) / 1000000 * 1000000;
     }();

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../common/eal_env.h"
+#include "../common/poll_threads.h"
 #include "fake_bdev.h"
 #include "flint/bdev/module.h"
 #include "flint/env/env.h"
@@ -76,6 +77,11 @@ protected:
     }
     void TearDown() override {
         thread::set_current(t_);
+        for (const Opened &o : opened_) {
+            thread::put_io_channel(o.ch);
+            bdev::close(o.desc);
+        }
+        pump();
         for (auto &f : fakes_) {
             if (f->registered) {
                 int rc = -1;
@@ -139,6 +145,19 @@ protected:
         fakes_.push_back(std::move(f));
         return fakes_.back().get();
     }
+    struct Opened {
+        bdev::Desc *desc = nullptr;
+        thread::IoChannel *ch = nullptr;
+    };
+    // A descriptor and a channel on the main thread; TearDown closes them.
+    Opened open(const std::string &name, bool write) {
+        Opened o;
+        EXPECT_EQ(0, bdev::open(name, write, nullptr, &o.desc));
+        o.ch = bdev::get_io_channel(o.desc);
+        EXPECT_NE(nullptr, o.ch);
+        opened_.push_back(o);
+        return o;
+    }
     thread::Thread *add_thread(const std::string &name) {
         thread::Thread *t = thread::create(name);
         threads_.push_back(t);
@@ -152,26 +171,11 @@ protected:
         thread::set_current(t_);
     }
     // Polls every thread for a while, as their reactors would.
-    void pump(int rounds = 20) {
-        for (int i = 0; i < rounds; ++i) {
-            thread::set_current(nullptr);
-            for (thread::Thread *t : threads_) {
-                t->poll(64, util::ticks());
-            }
-            thread::set_current(t_);
-        }
-    }
+    void pump(int rounds = 20) { test::poll_threads(threads_, t_, rounds); }
     // Pumps until pred holds (timed pollers need real time to pass), at most 10 s.
     template <class P>
     bool pump_until(P pred) {
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        while (!pred()) {
-            if (std::chrono::steady_clock::now() > deadline) {
-                return false;
-            }
-            pump(1);
-        }
-        return true;
+        return test::step_until([&] { pump(1); }, pred);
     }
     // Completes what f's module holds until r is done.
     bool run_to_done(FakeBdev *f, const Result &r) {
@@ -266,6 +270,7 @@ protected:
     bdev::Options saved_;
     bool layer_up_ = false;
     bool iobuf_up_ = false;
+    std::vector<Opened> opened_;
 };
 
 // ---- the shared pool ----
@@ -395,9 +400,7 @@ TEST_F(PoolSplitTest, RetryPollerServesAThreadThatFreesNothing) {
 TEST_F(PoolSplitTest, WaitersComeFirst) {
     start_layer(2, 2);
     FakeBdev *f = make_bdev("W");
-    bdev::Desc *d;
-    ASSERT_EQ(0, bdev::open("W", false, nullptr, &d));
-    auto *ch = bdev::get_io_channel(d);
+    auto [d, ch] = open("W", false);
     std::vector<uint8_t> buf(512);
     Result r, waiter_r;
     ASSERT_EQ(0, bdev::read(d, ch, buf.data(), 0, 1, on_done, &r));
@@ -427,9 +430,6 @@ TEST_F(PoolSplitTest, WaitersComeFirst) {
     pump();
     EXPECT_EQ(2, r.ok);
     EXPECT_EQ(1, waiter_r.ok);
-    thread::put_io_channel(ch);
-    bdev::close(d);
-    pump();
 }
 
 // Two OS threads, each polling its own thread, share a pool smaller than either one's
@@ -579,9 +579,7 @@ TEST_F(PoolSplitTest, SplitChildrenAreAtTheModuleTogether) {
     start_layer();
     FakeBdev *f = make_bdev("S", 1024);
     f->bdev.optimal_io_boundary = 8;
-    bdev::Desc *d;
-    ASSERT_EQ(0, bdev::open("S", true, nullptr, &d));
-    auto *ch = bdev::get_io_channel(d);
+    auto [d, ch] = open("S", true);
     // 40 children: 32 at once, the rest as those complete.
     std::vector<uint8_t> src = pattern(320 * 512, 1);
     Result w;
@@ -608,18 +606,13 @@ TEST_F(PoolSplitTest, SplitChildrenAreAtTheModuleTogether) {
     bdev::IoStats st = iostat(f);
     EXPECT_EQ(1u, st.num_write_ops);
     EXPECT_EQ(src.size(), st.bytes_written);
-    thread::put_io_channel(ch);
-    bdev::close(d);
-    pump();
 }
 
 TEST_F(PoolSplitTest, ParentCompletesOnceWithTheFirstError) {
     start_layer();
     FakeBdev *f = make_bdev("E", 1024);
     f->bdev.max_transfer_blocks = 4;
-    bdev::Desc *d;
-    ASSERT_EQ(0, bdev::open("E", false, nullptr, &d));
-    auto *ch = bdev::get_io_channel(d);
+    auto [d, ch] = open("E", false);
     std::vector<uint8_t> buf(200 * 512);
     Result r;
     ASSERT_EQ(0, bdev::read(d, ch, buf.data(), 0, 200, on_done, &r));  // 50 children
@@ -641,9 +634,6 @@ TEST_F(PoolSplitTest, ParentCompletesOnceWithTheFirstError) {
     bdev::IoStats st = iostat(f);
     EXPECT_EQ(1u, st.io_errors);
     EXPECT_EQ(0u, st.num_read_ops);
-    thread::put_io_channel(ch);
-    bdev::close(d);
-    pump();
 }
 
 // One bdev_io for the parent and one for a child: the children run one after another,
@@ -652,9 +642,7 @@ TEST_F(PoolSplitTest, SplitsUnderAPoolSmallerThanItsChildren) {
     start_layer(2, 2);
     FakeBdev *f = make_bdev("T", 256);
     f->bdev.optimal_io_boundary = 4;
-    bdev::Desc *d;
-    ASSERT_EQ(0, bdev::open("T", true, nullptr, &d));
-    auto *ch = bdev::get_io_channel(d);
+    auto [d, ch] = open("T", true);
     std::vector<uint8_t> src = pattern(40 * 512, 2);
     Result w;
     ASSERT_EQ(0, bdev::write(d, ch, src.data(), 2, 40, on_done, &w));  // 11 children
@@ -680,9 +668,6 @@ TEST_F(PoolSplitTest, SplitsUnderAPoolSmallerThanItsChildren) {
     ASSERT_TRUE(run_to_done(f, r));
     EXPECT_EQ(1, r.ok);
     EXPECT_EQ(0, std::memcmp(out.data(), src.data(), src.size()));
-    thread::put_io_channel(ch);
-    bdev::close(d);
-    pump();
 }
 
 // Two split requests share four bdev_ios: the first takes them all, the second waits for
@@ -691,9 +676,7 @@ TEST_F(PoolSplitTest, TwoSplitRequestsShareATinyPool) {
     start_layer(4, 4);
     FakeBdev *f = make_bdev("U", 256);
     f->bdev.max_transfer_blocks = 2;
-    bdev::Desc *d;
-    ASSERT_EQ(0, bdev::open("U", true, nullptr, &d));
-    auto *ch = bdev::get_io_channel(d);
+    auto [d, ch] = open("U", true);
     std::vector<uint8_t> a = pattern(16 * 512, 3), b = pattern(16 * 512, 4);
     Result ra, rb;
     ASSERT_EQ(0, bdev::write(d, ch, a.data(), 0, 16, on_done, &ra));  // parent + 3 children
@@ -728,9 +711,6 @@ TEST_F(PoolSplitTest, TwoSplitRequestsShareATinyPool) {
     EXPECT_EQ(16u, f->ops.submitted.size());
     EXPECT_EQ(0, std::memcmp(f->ops.data.data(), a.data(), a.size()));
     EXPECT_EQ(0, std::memcmp(f->ops.data.data() + 100 * 512, b.data(), b.size()));
-    thread::put_io_channel(ch);
-    bdev::close(d);
-    pump();
 }
 
 // Writes, then reads back through a different iovec layout, over many random geometries
@@ -763,9 +743,7 @@ TEST_F(PoolSplitTest, BouncesLargerThanOneBufferSplit) {
     start_layer();
     FakeBdev *f = make_bdev("BL", 256);
     f->bdev.required_alignment = 512;
-    bdev::Desc *d;
-    ASSERT_EQ(0, bdev::open("BL", true, nullptr, &d));
-    auto *ch = bdev::get_io_channel(d);
+    auto [d, ch] = open("BL", true);
     std::vector<uint8_t> raw(100 * 512 + 1);
     std::vector<uint8_t> src = pattern(100 * 512, 9);
     std::copy(src.begin(), src.end(), raw.begin() + 1);
@@ -795,9 +773,6 @@ TEST_F(PoolSplitTest, BouncesLargerThanOneBufferSplit) {
     EXPECT_EQ(1u, st.num_write_ops);
     EXPECT_EQ(1u, st.num_read_ops);
     EXPECT_EQ(src.size(), st.bytes_written);
-    thread::put_io_channel(ch);
-    bdev::close(d);
-    pump();
 }
 
 // Bounced children that find no buffer wait for one and resume; none is failed.
@@ -806,9 +781,7 @@ TEST_F(PoolSplitTest, BouncedChildrenWaitForBuffers) {
     start_layer();
     FakeBdev *f = make_bdev("BW", 1024);
     f->bdev.required_alignment = 512;
-    bdev::Desc *d;
-    ASSERT_EQ(0, bdev::open("BW", true, nullptr, &d));
-    auto *ch = bdev::get_io_channel(d);
+    auto [d, ch] = open("BW", true);
     // Three writes of 32 children each: 96 bounce buffers wanted, 64 exist.
     constexpr int kWrites = 3;
     std::vector<std::vector<uint8_t>> raws;
@@ -835,9 +808,6 @@ TEST_F(PoolSplitTest, BouncedChildrenWaitForBuffers) {
             << i;
     }
     EXPECT_EQ(0, f->ops.misaligned_seen);
-    thread::put_io_channel(ch);
-    bdev::close(d);
-    pump();
 }
 
 // ---- aborting a split request ----
@@ -848,9 +818,7 @@ TEST_F(PoolSplitTest, AbortRecallsASplitRequestChildByChild) {
     FakeBdev *f = make_bdev("A", 512);
     f->ops.abort = true;
     f->bdev.optimal_io_boundary = 8;
-    bdev::Desc *d;
-    ASSERT_EQ(0, bdev::open("A", true, nullptr, &d));
-    auto *ch = bdev::get_io_channel(d);
+    auto [d, ch] = open("A", true);
     std::vector<uint8_t> src = pattern(320 * 512, 3);  // 40 children, 32 at once
     Result w, ab;
     ASSERT_EQ(0, bdev::write(d, ch, src.data(), 0, 320, on_done, &w));
@@ -873,9 +841,6 @@ TEST_F(PoolSplitTest, AbortRecallsASplitRequestChildByChild) {
     ASSERT_EQ(0, bdev::read(d, ch, src.data(), 0, 8, on_done, &r));
     ASSERT_TRUE(run_to_done(f, r));
     EXPECT_EQ(1, r.ok);
-    thread::put_io_channel(ch);
-    bdev::close(d);
-    pump();
 }
 
 // A module that cannot abort: the abort fails and the request goes on untouched.
@@ -883,9 +848,7 @@ TEST_F(PoolSplitTest, AbortOfASplitRequestFailsWhenTheModuleCannotAbort) {
     start_layer();
     FakeBdev *f = make_bdev("NA", 64);
     f->bdev.optimal_io_boundary = 8;
-    bdev::Desc *d;
-    ASSERT_EQ(0, bdev::open("NA", true, nullptr, &d));
-    auto *ch = bdev::get_io_channel(d);
+    auto [d, ch] = open("NA", true);
     std::vector<uint8_t> src = pattern(64 * 512, 4);
     Result w, ab;
     ASSERT_EQ(0, bdev::write(d, ch, src.data(), 0, 64, on_done, &w));
@@ -898,9 +861,6 @@ TEST_F(PoolSplitTest, AbortOfASplitRequestFailsWhenTheModuleCannotAbort) {
     ASSERT_TRUE(run_to_done(f, w));
     EXPECT_EQ(1, w.ok);
     EXPECT_EQ(0, std::memcmp(f->ops.data.data(), src.data(), src.size()));
-    thread::put_io_channel(ch);
-    bdev::close(d);
-    pump();
 }
 
 // Bounced children waiting for a buffer are recalled by the layer itself, so the abort
@@ -910,9 +870,7 @@ TEST_F(PoolSplitTest, AbortRecallsBouncedChildrenWaitingForBuffers) {
     start_layer();
     FakeBdev *f = make_bdev("AB", 1024);
     f->bdev.required_alignment = 512;
-    bdev::Desc *d;
-    ASSERT_EQ(0, bdev::open("AB", true, nullptr, &d));
-    auto *ch = bdev::get_io_channel(d);
+    auto [d, ch] = open("AB", true);
     // Reads without a buffer take every 4 KiB buffer; the last few wait.
     constexpr int kReads = 70;
     std::vector<Result> reads(kReads);
@@ -946,18 +904,13 @@ TEST_F(PoolSplitTest, AbortRecallsBouncedChildrenWaitingForBuffers) {
     for (const auto &[type, off] : f->ops.submitted) {
         EXPECT_EQ(IoType::Read, type);  // no write reached the module
     }
-    thread::put_io_channel(ch);
-    bdev::close(d);
-    pump();
 }
 
 TEST_F(PoolSplitTest, ABlockBeyondTheIovecLimitFailsOutsideSubmit) {
     start_layer();
     FakeBdev *f = make_bdev("V", 64);
     f->bdev.optimal_io_boundary = 4;
-    bdev::Desc *d;
-    ASSERT_EQ(0, bdev::open("V", true, nullptr, &d));
-    auto *ch = bdev::get_io_channel(d);
+    auto [d, ch] = open("V", true);
     // 16-byte iovecs: one 512-byte block needs 32 of them, a child carries at most 16.
     std::vector<uint8_t> buf(8 * 512);
     std::vector<iovec> iov;
@@ -971,9 +924,6 @@ TEST_F(PoolSplitTest, ABlockBeyondTheIovecLimitFailsOutsideSubmit) {
     pump();
     EXPECT_EQ(1, r.done);
     EXPECT_TRUE(same(nvme_status::kInvalidField, r.status));
-    thread::put_io_channel(ch);
-    bdev::close(d);
-    pump();
 }
 
 TEST_F(PoolSplitTest, EmulatedWriteZeroesRunsItsWritesTogether) {
@@ -982,9 +932,7 @@ TEST_F(PoolSplitTest, EmulatedWriteZeroesRunsItsWritesTogether) {
     std::fill(f->ops.data.begin(), f->ops.data.end(), 0x5a);
     f->bdev.max_transfer_blocks = 5;
     f->bdev.optimal_io_boundary = 16;
-    bdev::Desc *d;
-    ASSERT_EQ(0, bdev::open("Z", true, nullptr, &d));
-    auto *ch = bdev::get_io_channel(d);
+    auto [d, ch] = open("Z", true);
     Result r;
     ASSERT_EQ(0, bdev::write_zeroes(d, ch, 30, 14, on_done, &r));
     std::vector<std::pair<uint64_t, uint64_t>> writes;
@@ -1003,9 +951,6 @@ TEST_F(PoolSplitTest, EmulatedWriteZeroesRunsItsWritesTogether) {
     bdev::IoStats st = iostat(f);
     EXPECT_EQ(1u, st.num_other_ops);  // the write zeroes, not its writes
     EXPECT_EQ(0u, st.num_write_ops);
-    thread::put_io_channel(ch);
-    bdev::close(d);
-    pump();
 }
 
 // A reset waits for outstanding children like any I/O; children sent after the freeze are
@@ -1014,9 +959,7 @@ TEST_F(PoolSplitTest, ResetFreezesSplitChildren) {
     start_layer(3, 3);  // the parent, one child, and then the reset
     FakeBdev *f = make_bdev("X", 64);
     f->bdev.optimal_io_boundary = 8;
-    bdev::Desc *d;
-    ASSERT_EQ(0, bdev::open("X", true, nullptr, &d));
-    auto *ch = bdev::get_io_channel(d);
+    auto [d, ch] = open("X", true);
     std::vector<uint8_t> src = pattern(32 * 512, 5), one(512);
     Result x, w, reset;
     ASSERT_EQ(0, bdev::read(d, ch, one.data(), 40, 1, on_done, &x));
@@ -1036,9 +979,6 @@ TEST_F(PoolSplitTest, ResetFreezesSplitChildren) {
     ASSERT_TRUE(pump_until([&] { return reset.done == 1; }));
     EXPECT_EQ(1, reset.ok);
     EXPECT_EQ(1, w.done);
-    thread::put_io_channel(ch);
-    bdev::close(d);
-    pump();
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../common/eal_env.h"
+#include "../common/poll_threads.h"
 #include "bdev_internal.h"
 #include "fake_bdev.h"
 #include "flint/bdev/module.h"
@@ -85,27 +86,10 @@ protected:
         removed_ = true;
     }
     // Runs the threads' messages and pollers for a while, as their reactors would.
-    void pump(int rounds = 20) {
-        for (int i = 0; i < rounds; ++i) {
-            for (thread::Thread *t : {t_, t2_}) {
-                if (t != nullptr) {
-                    thread::set_current(nullptr);
-                    t->poll(64, util::ticks());
-                }
-            }
-            thread::set_current(t_);
-        }
-    }
+    void pump(int rounds = 20) { test::poll_threads({t_, t2_}, t_, rounds); }
     template <class P>
     bool pump_until(P pred) {
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        while (!pred()) {
-            if (std::chrono::steady_clock::now() > deadline) {
-                return false;
-            }
-            pump(1);
-        }
-        return true;
+        return test::step_until([&] { pump(1); }, pred);
     }
     // Calls a method as the RPC server would; returns the whole response.
     Json::Value rpc(const std::string &method, const Json::Value &params) {
@@ -155,6 +139,35 @@ protected:
         thread::put_io_channel(ch_);
         bdev::close(d_);
         pump();
+    }
+    // A channel on a second thread, t2; null if it did not come.
+    thread::IoChannel *open_on_t2() {
+        t2_ = thread::create("qos_test2");
+        thread::IoChannel *ch2 = nullptr;
+        thread::send_fn(t2_, [&] { ch2 = bdev::get_io_channel(d_); });
+        EXPECT_TRUE(pump_until([&] { return ch2 != nullptr; }));
+        return ch2;
+    }
+    // Completes what the module holds, each I/O on the thread that submitted it (t2 for
+    // ch2's), then puts ch2 on t2.
+    void complete_on_own_threads(thread::IoChannel *ch2) {
+        std::deque<BdevIo *> mine, theirs;
+        for (BdevIo *io : ops_.pending) {
+            (io->priv->ch == bdev::bdev_channel(ch2) ? theirs : mine).push_back(io);
+        }
+        ops_.pending.clear();
+        for (BdevIo *io : mine) {
+            bdev::io_complete(io, bdev::nvme_status::kSuccess);
+        }
+        bool done = false;
+        thread::send_fn(t2_, [&] {
+            for (BdevIo *io : theirs) {
+                bdev::io_complete(io, bdev::nvme_status::kSuccess);
+            }
+            thread::put_io_channel(ch2);
+            done = true;
+        });
+        EXPECT_TRUE(pump_until([&] { return done; }));
     }
     void complete_all() {
         while (!ops_.pending.empty()) {
@@ -365,11 +378,9 @@ TEST_F(BdevQosTest, ChannelCreatedAfterEnablingIsLimited) {
 }
 
 TEST_F(BdevQosTest, ChannelsOnTwoThreadsShareTheBudget) {
-    t2_ = thread::create("qos_test2");
     open();
-    thread::IoChannel *ch2 = nullptr;
-    thread::send_fn(t2_, [&] { ch2 = bdev::get_io_channel(d_); });
-    ASSERT_TRUE(pump_until([&] { return ch2 != nullptr; }));
+    thread::IoChannel *ch2 = open_on_t2();
+    ASSERT_NE(nullptr, ch2);
     set_qos(limits("rw_ios_per_sec", 1000));
     EXPECT_NE(nullptr, bdev::bdev_channel(ch2)->qos);
     Result r1, r2;
@@ -394,23 +405,8 @@ TEST_F(BdevQosTest, ChannelsOnTwoThreadsShareTheBudget) {
     EXPECT_EQ(3u, ops_.pending.size());
     EXPECT_EQ(nullptr, bdev::bdev_channel(ch2)->qos);
     // The module completes on the submitting thread.
-    std::deque<BdevIo *> mine, theirs;
-    for (BdevIo *io : ops_.pending) {
-        (io->offset_blocks == 0 ? mine : theirs).push_back(io);
-    }
-    ops_.pending.clear();
-    for (BdevIo *io : mine) {
-        bdev::io_complete(io, bdev::nvme_status::kSuccess);
-    }
-    bool completed = false;
-    thread::send_fn(t2_, [&] {
-        for (BdevIo *io : theirs) {
-            bdev::io_complete(io, bdev::nvme_status::kSuccess);
-        }
-        thread::put_io_channel(ch2);
-        completed = true;
-    });
-    ASSERT_TRUE(pump_until([&] { return completed && r2.done == 2; }));
+    complete_on_own_threads(ch2);
+    ASSERT_TRUE(pump_until([&] { return r2.done == 2; }));
     pump();
     EXPECT_EQ(1, r1.ok);
     EXPECT_EQ(2, r2.ok);
@@ -418,11 +414,9 @@ TEST_F(BdevQosTest, ChannelsOnTwoThreadsShareTheBudget) {
 }
 
 TEST_F(BdevQosTest, BusyChannelsShareTheBudgetFairly) {
-    t2_ = thread::create("qos_test2");
     open();
-    thread::IoChannel *ch2 = nullptr;
-    thread::send_fn(t2_, [&] { ch2 = bdev::get_io_channel(d_); });
-    ASSERT_TRUE(pump_until([&] { return ch2 != nullptr; }));
+    thread::IoChannel *ch2 = open_on_t2();
+    ASSERT_NE(nullptr, ch2);
     set_qos(limits("rw_ios_per_sec", 8000));
     Result r1, r2;
     for (uint64_t i = 0; i < 16; ++i) {
@@ -466,23 +460,8 @@ TEST_F(BdevQosTest, BusyChannelsShareTheBudgetFairly) {
     EXPECT_EQ(8, bdev::qos_poll_channel(bdev::bdev_channel(ch_)));
     set_qos(limits("rw_ios_per_sec", 0));
     EXPECT_EQ(32u, ops_.pending.size());
-    std::deque<BdevIo *> mine, others;
-    for (BdevIo *io : ops_.pending) {
-        (io->offset_blocks >= 32 ? others : mine).push_back(io);
-    }
-    ops_.pending.clear();
-    for (BdevIo *io : mine) {
-        bdev::io_complete(io, bdev::nvme_status::kSuccess);
-    }
-    bool completed = false;
-    thread::send_fn(t2_, [&] {
-        for (BdevIo *io : others) {
-            bdev::io_complete(io, bdev::nvme_status::kSuccess);
-        }
-        thread::put_io_channel(ch2);
-        completed = true;
-    });
-    ASSERT_TRUE(pump_until([&] { return completed && r2.done == 8; }));
+    complete_on_own_threads(ch2);
+    ASSERT_TRUE(pump_until([&] { return r2.done == 8; }));
     pump();
     EXPECT_EQ(24, r1.ok);
     EXPECT_EQ(8, r2.ok);
@@ -604,11 +583,9 @@ TEST_F(BdevQosTest, RealTimePacing) {
 
 TEST_F(BdevQosTest, ChannelsRefillWhenTheAppThreadIsLate) {
     bdev::qos_set_manual_clock(false);
-    t2_ = thread::create("qos_test2");
     open();
-    thread::IoChannel *ch2 = nullptr;
-    thread::send_fn(t2_, [&] { ch2 = bdev::get_io_channel(d_); });
-    ASSERT_TRUE(pump_until([&] { return ch2 != nullptr; }));
+    thread::IoChannel *ch2 = open_on_t2();
+    ASSERT_NE(nullptr, ch2);
     set_qos(limits("rw_ios_per_sec", 1000));
     Result r;
     thread::send_fn(t2_, [&] {
@@ -624,15 +601,8 @@ TEST_F(BdevQosTest, ChannelsRefillWhenTheAppThreadIsLate) {
     }
     thread::set_current(t_);
     EXPECT_EQ(5u, ops_.pending.size());
-    bool done = false;
-    thread::send_fn(t2_, [&] {
-        while (!ops_.pending.empty()) {
-            ops_.complete_one();
-        }
-        thread::put_io_channel(ch2);
-        done = true;
-    });
-    ASSERT_TRUE(pump_until([&] { return done && r.done == 5; }));
+    complete_on_own_threads(ch2);
+    ASSERT_TRUE(pump_until([&] { return r.done == 5; }));
     EXPECT_EQ(5, r.ok);
     close();
 }

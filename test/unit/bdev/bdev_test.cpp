@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../common/eal_env.h"
+#include "../common/poll_threads.h"
 #include "fake_bdev.h"
 #include "flint/bdev/module.h"
 #include "flint/env/env.h"
@@ -82,24 +83,11 @@ protected:
         removed_ = true;
     }
     // Runs this thread's messages and pollers for a while, as its reactor would.
-    void pump(int rounds = 50) {
-        for (int i = 0; i < rounds; ++i) {
-            thread::set_current(nullptr);
-            t_->poll(64, util::ticks());
-            thread::set_current(t_);
-        }
-    }
+    void pump(int rounds = 50) { test::poll_threads({t_}, t_, rounds); }
     // Pumps until pred holds (timed pollers need real time to pass), at most 10 s.
     template <class P>
     bool pump_until(P pred) {
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        while (!pred()) {
-            if (std::chrono::steady_clock::now() > deadline) {
-                return false;
-            }
-            pump(1);
-        }
-        return true;
+        return test::step_until([&] { pump(1); }, pred);
     }
     void drain() {
         while (!ops_.pending.empty()) {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "../common/eal_env.h"
+#include "../common/poll_threads.h"
 #include "bdev_aio.h"
 #include "flint/bdev/module.h"
 #include "flint/env/env.h"
@@ -209,25 +210,11 @@ protected:
 
     // Runs both threads' messages and pollers for a while, as their reactors would; the
     // test goes on as t0.
-    void pump(int rounds = 20) {
-        for (int i = 0; i < rounds; ++i) {
-            thread::set_current(nullptr);
-            t0_->poll(64, util::ticks());
-            t1_->poll(64, util::ticks());
-            thread::set_current(t0_);
-        }
-    }
+    void pump(int rounds = 20) { test::poll_threads({t0_, t1_}, t0_, rounds); }
     // Pumps until pred holds (the kernel and timed pollers need real time), at most 10 s.
     template <class P>
     bool pump_until(P pred) {
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        while (!pred()) {
-            if (std::chrono::steady_clock::now() > deadline) {
-                return false;
-            }
-            pump(1);
-        }
-        return true;
+        return test::step_until([&] { pump(1); }, pred);
     }
     // Runs fn as t1.
     template <class F>

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../common/eal_env.h"
+#include "../common/poll_threads.h"
 #include "bdev_malloc.h"
 #include "bdev_null.h"
 #include "flint/bdev/module.h"
@@ -129,27 +130,12 @@ protected:
         thread::set_current(nullptr);
     }
 
-    void pump(int rounds = 50) {
-        for (int i = 0; i < rounds; ++i) {
-            for (thread::Thread *t : {app_, worker_}) {
-                if (t != nullptr && !t->exited()) {
-                    t->poll(64, util::ticks());
-                }
-            }
-        }
-    }
+    void pump(int rounds = 50) { test::poll_threads({app_, worker_}, nullptr, rounds); }
 
     // Pumps until pred holds (the reset's drain poller needs real time), at most 10 s.
     template <class P>
     bool pump_until(P pred) {
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        while (!pred()) {
-            if (std::chrono::steady_clock::now() > deadline) {
-                return false;
-            }
-            pump(1);
-        }
-        return true;
+        return test::step_until([&] { pump(1); }, pred);
     }
 
     // ---- RPC ----
