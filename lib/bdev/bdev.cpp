@@ -9,6 +9,7 @@
 #include "flint/bdev/module_util.h"
 #include "flint/env/env.h"
 #include "flint/event/app.h"
+#include "flint/thread/iobuf.h"
 #include "flint/util/log.h"
 
 FLINT_LOG_FLAG(bdev);
@@ -119,7 +120,9 @@ void free_zero_buffer() {
 int register_bdev(Bdev *b) {
     if (b == nullptr || b->name.empty() || b->ops == nullptr || b->module == nullptr ||
         b->num_blocks == 0 || b->block_size < 512 || b->block_size > 65536 || b->acwu == 0 ||
-        (b->block_size & (b->block_size - 1)) != 0) {
+        (b->block_size & (b->block_size - 1)) != 0 ||
+        (b->required_alignment & (b->required_alignment - 1)) != 0 ||
+        b->required_alignment > thread::kIobufAlign) {
         return -EINVAL;
     }
     // Stored lower case, so uuids compare without regard to case.

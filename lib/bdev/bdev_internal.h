@@ -198,7 +198,7 @@ void queue_wait(MgmtChannel *m, IoWaitEntry *entry);
 
 // bdev_io.cpp: the checks every submission makes and a bdev_io for it, or nullptr with *rc set.
 bool is_write_type(IoType t);
-// True if the iovecs are valid and add up to exactly bytes.
+// True if there are iovecs, none has a null base, and they add up to exactly bytes.
 bool iov_covers(const iovec *iov, int iovcnt, uint64_t bytes);
 BdevIo *prepare(Desc *d, thread::IoChannel *ch, IoType type, uint64_t offset, uint64_t num,
                 IoCallback cb, void *cb_arg, int *rc);

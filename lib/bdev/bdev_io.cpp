@@ -106,6 +106,9 @@ bool iov_covers(const iovec *iov, int iovcnt, uint64_t bytes) {
     }
     uint64_t total = 0;
     for (int i = 0; i < iovcnt; ++i) {
+        if (iov[i].iov_base == nullptr) {
+            return false;
+        }
         total += iov[i].iov_len;
     }
     return total == bytes;
@@ -113,17 +116,13 @@ bool iov_covers(const iovec *iov, int iovcnt, uint64_t bytes) {
 
 namespace {
 
-// A null base is the caller asking the layer for the buffer: reads only, one iovec, and
-// no larger than an iobuf large buffer.
-bool buffers_ok(IoType type, const iovec *iov, int iovcnt, uint64_t bytes) {
-    for (int i = 0; i < iovcnt; ++i) {
-        if (iov[i].iov_base == nullptr && iov[i].iov_len != 0 &&
-            (type != IoType::Read || iovcnt != 1 ||
-             bytes > thread::iobuf_get_options().large_bufsize)) {
-            return false;
-        }
+// The caller's iovecs for a request of type: see iov_covers; or, for a read, one iovec
+// with a null base, asking the layer for the buffer (up to an iobuf large buffer).
+bool iovs_ok(IoType type, const iovec *iov, int iovcnt, uint64_t bytes) {
+    if (type == IoType::Read && iov != nullptr && iovcnt == 1 && iov[0].iov_base == nullptr) {
+        return iov[0].iov_len == bytes && bytes <= thread::iobuf_get_options().large_bufsize;
     }
-    return true;
+    return iov_covers(iov, iovcnt, bytes);
 }
 
 int submit_vec(Desc *d, thread::IoChannel *ch, IoType type, const iovec *iov, int iovcnt,
@@ -134,7 +133,7 @@ int submit_vec(Desc *d, thread::IoChannel *ch, IoType type, const iovec *iov, in
         return rc;
     }
     uint64_t bytes = num * io->bdev->block_size;
-    if (!iov_covers(iov, iovcnt, bytes) || !buffers_ok(type, iov, iovcnt, bytes)) {
+    if (!iovs_ok(type, iov, iovcnt, bytes)) {
         free_io(io);
         return -EINVAL;
     }
@@ -152,7 +151,7 @@ int submit_buf(Desc *d, thread::IoChannel *ch, IoType type, void *buf, uint64_t 
         return rc;
     }
     io->priv->iov = {buf, num * io->bdev->block_size};
-    if (!buffers_ok(type, &io->priv->iov, 1, io->priv->iov.iov_len)) {
+    if (!iovs_ok(type, &io->priv->iov, 1, io->priv->iov.iov_len)) {
         free_io(io);
         return -EINVAL;
     }

@@ -27,11 +27,13 @@ thread::Thread *io_thread(const BdevIo *io) {
     return thread::channel_thread(thread::channel_from_ctx(io->priv->ch));
 }
 
-// True if a write of bc other than the range's owner is at the module inside the range.
+// True if a write of bc other than the range's owner passed the lock check inside the
+// range: it is at the module, or waits for a bounce buffer and resumes past the check.
 bool writes_in_flight(const BdevChannel *bc, const BdevChannel::LockedRange &r) {
     for (BdevIo *io = bc->tracked_head; io != nullptr; io = io->priv->track_next) {
         const BdevIo::Private *p = io->priv;
-        if (io != r.owner && p->stage == IoStage::Executing && is_write_type(p->track_type) &&
+        bool passed = p->stage == IoStage::Executing || p->stage == IoStage::BufWait;
+        if (io != r.owner && passed && is_write_type(p->track_type) &&
             overlaps(p->track_offset, p->track_num, r.offset, r.num)) {
             return true;
         }

@@ -71,8 +71,9 @@ struct Bdev {
     uint32_t max_transfer_blocks = 0;  // blocks per chunk
     uint32_t max_num_segments = 0;     // iovecs per chunk (at most 16 when splitting)
     uint32_t max_segment_size = 0;     // bytes per iovec
-    // Bytes (a power of two; 0 or 1 = any) that every iovec's address and length must be
-    // a multiple of; the layer bounces requests that are not through an iobuf buffer.
+    // Bytes (a power of two up to 4096, iobuf's buffer alignment; 0 or 1 = any) that every
+    // iovec's address and length must be a multiple of; the layer bounces reads and writes
+    // that are not through an iobuf buffer.
     uint32_t required_alignment = 0;
     // Atomic compare & write unit: the most blocks one compare-and-write may cover.
     uint32_t acwu = 1;
