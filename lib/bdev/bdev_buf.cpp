@@ -110,14 +110,15 @@ void buf_abort(BdevIo *io) {
 
 void buf_unbounce(BdevIo *io) {
     BdevIo::Private *p = io->priv;
+    if (!p->bounce || p->buf_len == 0) {
+        return;
+    }
     if (io->type == IoType::Read && p->status.ok()) {
         bounce_copy(io, false);
     }
     io->iovs = p->bounce_orig_iovs;
     io->iovcnt = p->bounce_orig_iovcnt;
-    p->ch->mgmt->iobuf.put(p->buf, p->buf_len);
-    p->buf = nullptr;
-    p->buf_len = 0;
+    buf_release(io);
 }
 
 void buf_release(BdevIo *io) {

@@ -212,7 +212,6 @@ void start(BdevIo *io);
 void complete_later(BdevIo *io, NvmeStatus status);
 // Accounts the request in its channel's statistics and calls the user's callback.
 void finish(BdevIo *io);
-void account(IoStats &s, const BdevIo *io, uint64_t ticks, bool ok);
 // Sends io to the module by type (after every stage that may hold it back).
 void submit_by_type(BdevIo *io);
 // bdev_lock.cpp: LBA range locks and compare-and-write.
@@ -231,11 +230,13 @@ bool buf_needed(const BdevIo *io);
 // and it resumes in submit_by_type), was failed (no iobuf, or a block larger than a
 // buffer), or went on as a bounce split (start_bounce_split).
 bool buf_wait(BdevIo *io);
-void buf_abort(BdevIo *io);     // a BufWait request leaves the queue
-void buf_unbounce(BdevIo *io);  // finish(): copies a read back, gives the bounce buffer back
-void buf_release(BdevIo *io);   // free_io(): gives back a buffer the layer provided
+void buf_abort(BdevIo *io);  // a BufWait request leaves the queue
+// finish(): if io holds a bounce buffer, copies a read back and gives the buffer back.
+void buf_unbounce(BdevIo *io);
+void buf_release(BdevIo *io);  // free_io(): gives back a buffer the layer provided
 // Readies a bdev_io the layer sends for a request of its own (a split child, an abort):
-// untracked, no buffer, no user callback; on_done runs at its completion.
+// untracked, no buffer, no user callback; on_done runs at its completion. prepare()
+// starts every caller's request from this too.
 inline void init_child(BdevIo *child, void (*on_done)(BdevIo *io)) {
     BdevIo::Private *c = child->priv;
     c->cb = nullptr;

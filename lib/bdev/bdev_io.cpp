@@ -21,6 +21,8 @@ void complete_later(BdevIo *io, NvmeStatus status) {
         io);
 }
 
+namespace {
+
 void account(IoStats &s, const BdevIo *io, uint64_t ticks, bool ok) {
     if (!ok) {
         ++s.io_errors;
@@ -52,6 +54,8 @@ void account(IoStats &s, const BdevIo *io, uint64_t ticks, bool ok) {
             break;
     }
 }
+
+}  // namespace
 
 bool is_write_type(IoType t) {
     return t == IoType::Write || t == IoType::Unmap || t == IoType::WriteZeroes ||
@@ -86,16 +90,9 @@ BdevIo *prepare(Desc *d, thread::IoChannel *ch, IoType type, uint64_t offset, ui
     io->num_blocks = num;
     io->iovs = nullptr;
     io->iovcnt = 0;
-    BdevIo::Private *p = io->priv;
-    p->cb = cb;
-    p->cb_arg = cb_arg;
-    p->on_done = nullptr;
-    p->status = nvme_status::kSuccess;
-    p->stage = IoStage::Idle;
-    p->tracked = false;
-    p->buf_len = 0;
-    p->bounce = false;
-    p->splitting = false;
+    init_child(io, nullptr);
+    io->priv->cb = cb;
+    io->priv->cb_arg = cb_arg;
     *rc = 0;
     return io;
 }
@@ -249,9 +246,7 @@ void start(BdevIo *io) {
 
 void finish(BdevIo *io) {
     BdevIo::Private *p = io->priv;
-    if (p->bounce && p->buf_len != 0) {
-        buf_unbounce(io);
-    }
+    buf_unbounce(io);
     if (p->tracked) {
         BdevChannel *bc = p->ch;
         p->tracked = false;

@@ -121,9 +121,7 @@ void complete_parent(BdevIo *parent, bool from_submit) {
 }
 
 void split_child_done(BdevIo *child) {
-    if (child->priv->bounce && child->priv->buf_len != 0) {
-        buf_unbounce(child);
-    }
+    buf_unbounce(child);
     BdevIo::Private *c = child->priv;
     BdevIo *parent = c->split_parent;
     BdevIo::Private *p = parent->priv;
