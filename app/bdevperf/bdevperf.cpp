@@ -37,7 +37,6 @@
 #include "flint/bdev/module.h"
 #include "flint/env/env.h"
 #include "flint/event/app.h"
-#include "flint/event/iobuf.h"
 #include "flint/event/subsystem.h"
 #include "flint/thread/thread.h"
 #include "flint/util/cpuset.h"
@@ -1095,7 +1094,6 @@ int main(int argc, char **argv) {
         case Parsed::Ok:
             break;
     }
-    flint::event::register_iobuf_subsystem();  // before bdev, which will take buffers
     flint::bdev::register_subsystem();
     flint::bdev_malloc::register_module();
     flint::bdev_null::register_module();

@@ -7,7 +7,6 @@
 #include "bdev_null.h"
 #include "flint/bdev/bdev.h"
 #include "flint/event/app.h"
-#include "flint/event/iobuf.h"
 #include "flint/nvmf/tgt.h"
 
 int main(int argc, char **argv) {
@@ -25,7 +24,6 @@ int main(int argc, char **argv) {
         case flint::event::ParseResult::Ok:
             break;
     }
-    flint::event::register_iobuf_subsystem();  // before bdev, which will take buffers
     flint::bdev::register_subsystem();
     flint::bdev_malloc::register_module();
     flint::bdev_null::register_module();

@@ -5,6 +5,7 @@
 
 #include "bdev_internal.h"
 #include "flint/event/app.h"
+#include "flint/event/iobuf.h"
 #include "flint/event/subsystem.h"
 #include "flint/util/log.h"
 #include "flint/util/time.h"
@@ -331,6 +332,7 @@ void register_subsystem() {
     if (event::subsystems().find("bdev") != nullptr) {
         return;
     }
+    event::register_iobuf_subsystem();  // what bdev depends on
     event::subsystems().add({
         .name = "bdev",
         .depends_on = {"iobuf"},

@@ -37,13 +37,15 @@ void iobuf_set_options(const RequestPtr &req) {
     std::string error;
     int rc = thread::iobuf_set_options(o, &error);
     if (rc == -EINVAL) {
-        // error is "<field>: <reason>".
+        // error is "<field(s)>: <reason>".
         auto colon = error.find(':');
-        throw jsonrpc::Error(kInvalidParams, "Invalid parameter '" + error.substr(0, colon) + "'" +
-                                                 error.substr(colon));
+        throw jsonrpc::Error(kInvalidParams, colon == std::string::npos
+                                                 ? error
+                                                 : "Invalid parameter '" + error.substr(0, colon) +
+                                                       "'" + error.substr(colon));
     }
-    if (rc != 0) {
-        throw jsonrpc::Error(rc, error);
+    if (rc != 0) {  // -EBUSY: the pools exist already
+        throw jsonrpc::Error(jsonrpc::kInvalidState, error);
     }
     req->result(true);
 }

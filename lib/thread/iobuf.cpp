@@ -59,6 +59,9 @@ public:
 
     // Takes up to n pointers (fewer when the ring has fewer); never blocks.
     uint32_t take(void **out, uint32_t n) {
+        if (n == 0) {
+            return 0;  // else a non-empty ring would loop below
+        }
         uint64_t pos = deq_.load(std::memory_order_relaxed);
         for (;;) {
             uint32_t m = 0;
@@ -297,7 +300,7 @@ int check_options(const IobufOptions &o, std::string *error) {
     uint64_t total =
         bytes(o.small_pool_count, o.small_bufsize) + bytes(o.large_pool_count, o.large_bufsize);
     if (total > kIobufMaxTotalBytes) {
-        return fail("large_pool_count: both pools together would take " +
+        return fail("small_pool_count, large_pool_count: both pools together would take " +
                     std::to_string(total >> 20) + " MiB, more than the limit of " +
                     std::to_string(kIobufMaxTotalBytes >> 20) + " MiB");
     }
@@ -624,11 +627,11 @@ void IobufChannel::put(void *buf, uint64_t len) {
     }
     Cache &c = cache_[k];
     if (waiting != 0) {
-        // Other threads wait: the cache goes back with buf, so they can have it.
-        if (c.count != 0) {
-            give_back(p, c.bufs.get(), c.count);
-            c.count = 0;
-        }
+        // Other threads wait: buf goes back with up to a batch of the cache, so they can
+        // have them; later puts drain the rest (a put stays bounded in work).
+        const uint32_t n = std::min(c.count, kBatch);
+        c.count -= n;
+        give_back(p, c.bufs.get() + c.count, n);
         give_back(p, &buf, 1);
         return;
     }

@@ -183,7 +183,8 @@ struct Options {
 };
 Options &options();
 
-// Registers the "bdev" subsystem and the generic bdev RPCs with the application.
+// Registers the "bdev" subsystem (and "iobuf", which it depends on) and the generic bdev
+// RPCs with the application.
 void register_subsystem();
 
 // The layer's own resources: the bdev_io pool sized from options(), and the per-thread

@@ -5,8 +5,8 @@
 
 namespace flint::event {
 
-// Adds the subsystem and its methods; later calls do nothing. Call before app_start(), and
-// before registering the subsystems that take buffers, so that it inits before them.
+// Adds the subsystem and its methods; later calls do nothing. Call before app_start();
+// subsystems that take buffers list "iobuf" in depends_on (bdev registers it itself).
 void register_iobuf_subsystem();
 
 }  // namespace flint::event

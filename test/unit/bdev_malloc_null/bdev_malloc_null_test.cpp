@@ -20,7 +20,6 @@
 #include "flint/bdev/module.h"
 #include "flint/env/env.h"
 #include "flint/event/app.h"
-#include "flint/event/iobuf.h"
 #include "flint/event/subsystem.h"
 #include "flint/jsonrpc/jsonrpc.h"
 #include "flint/thread/iobuf.h"
@@ -89,7 +88,6 @@ protected:
         io_opts.small_pool_count = 256;
         io_opts.large_pool_count = 64;
         ASSERT_EQ(0, thread::iobuf_set_options(io_opts, nullptr));
-        event::register_iobuf_subsystem();
         bdev::register_subsystem();
         std::string err;
         ASSERT_TRUE(event::subsystems().resolve(&err)) << err;

@@ -213,7 +213,7 @@ TEST_F(IobufTest, OptionsAreValidatedAndNamed) {
         {"large_bufsize", with([](IobufOptions &o) { o.large_bufsize = o.small_bufsize - 1; })},
         {"large_bufsize", with([](IobufOptions &o) { o.large_bufsize = (16u << 20) + 1; })},
         // Each field within its limits, both pools together over 64 GiB.
-        {"large_pool_count", with([](IobufOptions &o) {
+        {"small_pool_count, large_pool_count", with([](IobufOptions &o) {
              o.large_pool_count = 1u << 20;
              o.large_bufsize = 1u << 20;
          })},
