@@ -431,6 +431,10 @@ void qos_refill(Qos *q, uint64_t slices) {
         int64_t next;
         do {
             next = std::min(r, per * bank) + per * n;
+            if (waiting == 0) {
+                // Missed timeslices are no one's: the burst stays within the bank.
+                next = std::min(next, per * kBankSlices);
+            }
         } while (!q->remaining[i].compare_exchange_weak(r, next, std::memory_order_relaxed));
         // Rounded up: a share never strands a unit of budget.
         q->share[i].store(

@@ -21,9 +21,7 @@ using jsonrpc::kStartup;
 using jsonrpc::ParamDecoder;
 using jsonrpc::RequestPtr;
 
-Json::Value u64(uint64_t v) {
-    return Json::Value(static_cast<Json::UInt64>(v));
-}
+using jsonrpc::u64;
 
 void no_params(const RequestPtr &req) {
     ParamDecoder d(req->params());

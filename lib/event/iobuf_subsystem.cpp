@@ -17,9 +17,7 @@ using jsonrpc::kInvalidParams;
 using jsonrpc::ParamDecoder;
 using jsonrpc::RequestPtr;
 
-Json::Value u64(uint64_t v) {
-    return Json::Value(static_cast<Json::UInt64>(v));
-}
+using jsonrpc::u64;
 
 void iobuf_set_options(const RequestPtr &req) {
     ParamDecoder d(req->params());

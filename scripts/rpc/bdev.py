@@ -1,6 +1,6 @@
 """Block device methods: bdev_* (malloc, null and aio modules, listing, statistics, options)."""
 
-from .helpers import print_json
+from .helpers import print_json, remove_null
 
 
 def print_name(value):
@@ -98,28 +98,21 @@ def bdev_wait_for_examine(client):
 def bdev_set_options(client, bdev_io_pool_size=None, bdev_io_cache_size=None,
                      iobuf_small_cache_size=None, iobuf_large_cache_size=None):
     """Sets bdev layer options (startup only)."""
-    params = {}
-    if bdev_io_pool_size is not None:
-        params["bdev_io_pool_size"] = bdev_io_pool_size
-    if bdev_io_cache_size is not None:
-        params["bdev_io_cache_size"] = bdev_io_cache_size
-    if iobuf_small_cache_size is not None:
-        params["iobuf_small_cache_size"] = iobuf_small_cache_size
-    if iobuf_large_cache_size is not None:
-        params["iobuf_large_cache_size"] = iobuf_large_cache_size
+    params = remove_null({"bdev_io_pool_size": bdev_io_pool_size,
+                          "bdev_io_cache_size": bdev_io_cache_size,
+                          "iobuf_small_cache_size": iobuf_small_cache_size,
+                          "iobuf_large_cache_size": iobuf_large_cache_size})
     return client.call("bdev_set_options", params)
 
 
 def bdev_set_qos_limit(client, name, rw_ios_per_sec=None, rw_mbytes_per_sec=None,
                        r_mbytes_per_sec=None, w_mbytes_per_sec=None):
     """Sets a bdev's QoS rate limits; a limit not given keeps its value, 0 turns it off."""
-    params = {"name": name}
-    for key, value in (("rw_ios_per_sec", rw_ios_per_sec),
-                       ("rw_mbytes_per_sec", rw_mbytes_per_sec),
-                       ("r_mbytes_per_sec", r_mbytes_per_sec),
-                       ("w_mbytes_per_sec", w_mbytes_per_sec)):
-        if value is not None:
-            params[key] = value
+    params = remove_null({"name": name,
+                          "rw_ios_per_sec": rw_ios_per_sec,
+                          "rw_mbytes_per_sec": rw_mbytes_per_sec,
+                          "r_mbytes_per_sec": r_mbytes_per_sec,
+                          "w_mbytes_per_sec": w_mbytes_per_sec})
     return client.call("bdev_set_qos_limit", params)
 
 

@@ -1,20 +1,15 @@
 """iobuf methods: the shared data buffer pools' options and statistics."""
 
-from .helpers import print_json
+from .helpers import print_json, remove_null
 
 
 def iobuf_set_options(client, small_pool_count=None, large_pool_count=None, small_bufsize=None,
                       large_bufsize=None):
     """Sets the sizes of the iobuf pools (startup only)."""
-    params = {}
-    if small_pool_count is not None:
-        params["small_pool_count"] = small_pool_count
-    if large_pool_count is not None:
-        params["large_pool_count"] = large_pool_count
-    if small_bufsize is not None:
-        params["small_bufsize"] = small_bufsize
-    if large_bufsize is not None:
-        params["large_bufsize"] = large_bufsize
+    params = remove_null({"small_pool_count": small_pool_count,
+                          "large_pool_count": large_pool_count,
+                          "small_bufsize": small_bufsize,
+                          "large_bufsize": large_bufsize})
     return client.call("iobuf_set_options", params)
 
 

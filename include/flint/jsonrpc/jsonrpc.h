@@ -24,6 +24,11 @@ enum ErrorCode : int {
     kInvalidState = -32604,  // SPDK's code for "not allowed in the current phase"
 };
 
+// A JSON unsigned 64-bit integer (Json::Value's constructors are ambiguous for uint64_t).
+inline Json::Value u64(uint64_t v) {
+    return Json::Value(static_cast<Json::UInt64>(v));
+}
+
 // Thrown by handlers and ParamDecoder; the dispatcher turns it into an error response.
 struct Error : std::runtime_error {
     Error(int code, const std::string &message) : std::runtime_error(message), code(code) {}

@@ -235,6 +235,19 @@ TEST_F(BdevQosTest, UnusedBudgetIsBankedUpToTenTimeslices) {
     EXPECT_EQ(25u, ops_.pending.size());
     complete_all();
     EXPECT_EQ(25, r.ok);
+    // A late refill while nothing waits (the reactors were busy for a second) banks no more
+    // than ten timeslices either.
+    bdev::qos_refill(b_.state->qos.get(), 1000);
+    Result late;
+    for (uint64_t i = 0; i < 25; ++i) {
+        ASSERT_EQ(0, read(i % 64, 1, &late));
+    }
+    EXPECT_EQ(20u, ops_.pending.size());
+    while (late.done < 25) {
+        complete_all();
+        tick({ch_});
+    }
+    EXPECT_EQ(25, late.ok);
     close();
 }
 
