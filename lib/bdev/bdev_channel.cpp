@@ -277,7 +277,8 @@ int channel_create(Bdev *b, void *ctx) {
         bc->~BdevChannel();
         return -ENOMEM;
     }
-    qos_channel_init(bc);  // a channel created after limits were set must apply them
+    lock_channel_init(bc);  // and one created while a range is locked must respect it
+    qos_channel_init(bc);   // a channel created after limits were set must apply them
     return 0;
 }
 

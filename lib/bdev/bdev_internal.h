@@ -38,6 +38,10 @@ struct BdevState {
     thread::Thread *lock_thread = nullptr;  // the thread that registered the bdev
     std::vector<BdevIo *> active_locks;
     std::vector<BdevIo *> pending_locks;
+    // The granted locks again, from the start of their grant to the start of their release,
+    // for channel_create on any thread to copy: a channel created meanwhile knows them.
+    std::mutex granted_mu;
+    std::vector<const BdevIo *> granted;
     // QoS limits, nullptr when none: set on the app thread and read by channel_create, both
     // under registry_mutex().
     std::unique_ptr<Qos, QosDeleter> qos;
@@ -220,6 +224,8 @@ void submit_by_type(BdevIo *io);
 bool lock_holds(BdevIo *io);
 // A tracked write finished on bc: lock steps waiting for it may go on.
 void lock_write_finished(BdevChannel *bc);
+// channel_create: the new channel takes the bdev's granted locks.
+void lock_channel_init(BdevChannel *bc);
 void start_compare_and_write(BdevIo *io);
 // Removes io from bc's lock-held queue; false if it is not there.
 bool lock_unqueue(BdevChannel *bc, BdevIo *io);

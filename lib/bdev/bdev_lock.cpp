@@ -51,6 +51,12 @@ void send_or_log(thread::Thread *t, void (*fn)(void *), void *arg) {
 
 void add_range(thread::ChannelIter &it, BdevIo *owner) {
     BdevChannel *bc = bdev_channel(it.channel());
+    for (int i = 0; i < bc->num_ranges; ++i) {
+        if (bc->ranges[i].owner == owner) {  // created during the grant: it has it already
+            it.next(0);
+            return;
+        }
+    }
     BdevChannel::LockedRange &r = bc->ranges[bc->num_ranges++];
     r = {owner->priv->track_offset, owner->priv->track_num, owner, nullptr};
     if (writes_in_flight(bc, r)) {
@@ -110,7 +116,12 @@ void caw_locked(void *arg);
 void caw_done(void *arg);
 
 void grant(BdevIo *owner) {
-    owner->bdev->state->active_locks.push_back(owner);
+    BdevState *st = owner->bdev->state.get();
+    st->active_locks.push_back(owner);
+    {
+        std::lock_guard lock(st->granted_mu);
+        st->granted.push_back(owner);
+    }
     thread::for_each_channel(
         owner->bdev, [owner](thread::ChannelIter &it) { add_range(it, owner); },
         [owner](int) { send_or_log(io_thread(owner), caw_locked, owner); });
@@ -118,6 +129,13 @@ void grant(BdevIo *owner) {
 
 void unlock_request(void *arg) {
     auto *owner = static_cast<BdevIo *>(arg);
+    {
+        // Before the walk: a channel created during it must not take the range, as the
+        // walk may not visit it.
+        BdevState *st = owner->bdev->state.get();
+        std::lock_guard lock(st->granted_mu);
+        std::erase(st->granted, owner);
+    }
     thread::for_each_channel(
         owner->bdev, [owner](thread::ChannelIter &it) { remove_range(it, owner); },
         [owner](int) {
@@ -226,6 +244,16 @@ bool lock_unqueue(BdevChannel *bc, BdevIo *io) {
         prev = cur;
     }
     return false;
+}
+
+void lock_channel_init(BdevChannel *bc) {
+    BdevState *st = bc->bdev->state.get();
+    std::lock_guard lock(st->granted_mu);
+    for (const BdevIo *owner : st->granted) {
+        // New: no write of this channel is in flight to wait for.
+        bc->ranges[bc->num_ranges++] = {owner->priv->track_offset, owner->priv->track_num, owner,
+                                        nullptr};
+    }
 }
 
 void lock_write_finished(BdevChannel *bc) {

@@ -810,6 +810,53 @@ TEST_F(PoolSplitTest, BouncedChildrenWaitForBuffers) {
     EXPECT_EQ(0, f->ops.misaligned_seen);
 }
 
+// ---- range locks and new channels ----
+
+// A channel created while a compare-and-write holds its range lock knows the lock: its
+// overlapping write waits for the compare-and-write, as one from an older channel would.
+TEST_F(PoolSplitTest, AChannelCreatedDuringALockRespectsIt) {
+    start_layer();
+    FakeBdev *f = make_bdev("L", 64);
+    f->ops.compare = true;
+    auto [d, ch] = open("L", true);
+    std::vector<uint8_t> a(512, 0xaa), b(512, 0xbb), c(512, 0xcc);
+    iovec av{a.data(), 512}, bv{b.data(), 512};
+    Result w0, caw, late;
+    ASSERT_EQ(0, bdev::write(d, ch, a.data(), 5, 1, on_done, &w0));
+    ASSERT_TRUE(run_to_done(f, w0));
+    ASSERT_EQ(0, bdev::comparev_and_writev(d, ch, &av, 1, &bv, 1, 5, 1, on_done, &caw));
+    ASSERT_TRUE(pump_until([&] { return f->ops.pending.size() == 1; }));
+    ASSERT_EQ(IoType::Compare, f->ops.pending.front()->type);  // the lock is held
+
+    thread::Thread *t2 = add_thread("late");
+    bdev::Desc *d2 = nullptr;
+    thread::IoChannel *ch2 = nullptr;
+    on(t2, [&] {
+        ASSERT_EQ(0, bdev::open("L", true, nullptr, &d2));
+        ch2 = bdev::get_io_channel(d2);
+        ASSERT_NE(nullptr, ch2);
+        EXPECT_EQ(0, bdev::write(d2, ch2, c.data(), 5, 1, on_done, &late));
+    });
+    pump();
+    EXPECT_EQ(1u, f->ops.pending.size());  // the late write is held
+    f->ops.complete_one();                 // the compare matches: the write of b follows
+    ASSERT_TRUE(pump_until([&] { return f->ops.pending.size() == 1; }));
+    EXPECT_EQ(0, std::memcmp(f->ops.pending.front()->iovs[0].iov_base, b.data(), 512));
+    f->ops.complete_one();
+    // Unlocked: the late write runs on its own thread, and completes there.
+    ASSERT_TRUE(pump_until([&] { return caw.done == 1 && f->ops.pending.size() == 1; }));
+    EXPECT_EQ(1, caw.ok);
+    on(t2, [&] { f->ops.complete_one(); });
+    ASSERT_TRUE(pump_until([&] { return late.done == 1; }));
+    EXPECT_EQ(1, late.ok);
+    EXPECT_EQ(0, std::memcmp(f->ops.data.data() + 5 * 512, c.data(), 512));
+    on(t2, [&] {
+        thread::put_io_channel(ch2);
+        bdev::close(d2);
+    });
+    pump();
+}
+
 // ---- aborting a split request ----
 
 // Each child at the module gets an Abort; children not yet sent never are.
