@@ -100,15 +100,7 @@ protected:
         if (iobuf_up_) {
             thread::iobuf_finish();
         }
-        for (thread::Thread *t : threads_) {
-            thread::set_current(t);
-            t->exit();
-            thread::set_current(nullptr);
-            while (!t->exited()) {
-                t->poll(64, util::ticks());
-            }
-            thread::Thread::destroy(t);
-        }
+        test::exit_threads(threads_);
         EXPECT_TRUE(thread::lib_fini());
         bdev::options() = saved_;
     }

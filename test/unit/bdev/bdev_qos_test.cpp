@@ -62,18 +62,7 @@ protected:
         thread::io_device_unregister(&ops_, [&] { unreg = true; });
         pump();
         EXPECT_TRUE(unreg);
-        for (thread::Thread *t : {t2_, t_}) {
-            if (t == nullptr) {
-                continue;
-            }
-            thread::set_current(t);
-            t->exit();
-            thread::set_current(nullptr);
-            while (!t->exited()) {
-                t->poll(64, util::ticks());
-            }
-            thread::Thread::destroy(t);
-        }
+        test::exit_threads({t2_, t_});
         EXPECT_TRUE(thread::lib_fini());
         bdev::qos_set_manual_clock(false);
     }

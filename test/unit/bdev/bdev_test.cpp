@@ -66,12 +66,7 @@ protected:
         EXPECT_TRUE(layer_done);
         thread::iobuf_finish();
         bdev::options() = saved_options_;
-        t_->exit();
-        thread::set_current(nullptr);
-        while (!t_->exited()) {
-            t_->poll(64, util::ticks());
-        }
-        thread::Thread::destroy(t_);
+        test::exit_threads({t_});
         EXPECT_TRUE(thread::lib_fini());
     }
     void remove() {

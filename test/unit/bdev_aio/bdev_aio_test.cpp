@@ -175,15 +175,7 @@ protected:
         bool layer_done = false;
         bdev::layer_fini([&] { layer_done = true; });
         EXPECT_TRUE(pump_until([&] { return layer_done; }));
-        for (thread::Thread *t : {t0_, t1_}) {
-            thread::set_current(t);
-            t->exit();
-            thread::set_current(nullptr);
-            while (!t->exited()) {
-                t->poll(64, util::ticks());
-            }
-            thread::Thread::destroy(t);
-        }
+        test::exit_threads({t0_, t1_});
         EXPECT_TRUE(thread::lib_fini());
         for (const auto &d : dirs_) {
             std::error_code ec;

@@ -28,6 +28,26 @@ inline void poll_threads(std::initializer_list<thread::Thread *> ts, thread::Thr
     poll_threads<std::initializer_list<thread::Thread *>>(ts, current, rounds);
 }
 
+// Exits each thread of ts that is set, polling it until it has exited, and destroys it.
+template <class Threads>
+void exit_threads(const Threads &ts) {
+    for (thread::Thread *t : ts) {
+        if (t == nullptr) {
+            continue;
+        }
+        thread::set_current(t);
+        t->exit();
+        thread::set_current(nullptr);
+        while (!t->exited()) {
+            t->poll(64, util::ticks());
+        }
+        thread::Thread::destroy(t);
+    }
+}
+inline void exit_threads(std::initializer_list<thread::Thread *> ts) {
+    exit_threads<std::initializer_list<thread::Thread *>>(ts);
+}
+
 // Calls step() until pred() holds, for at most `limit` (timed pollers and the kernel need
 // real time to pass). False if pred() never held.
 template <class Step, class Pred>
